@@ -1,0 +1,16 @@
+# Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+"""DCNv3, the deformable convolution of InternImage, for PyTorch.
+
+``ops_dcnv3.functions`` and ``ops_dcnv3.modules`` keep the import paths of
+the official package. The op is ``torch.ops.ops_dcnv3.dcnv3_forward`` with
+CPU and (when built) CUDA kernels; :data:`KERNEL_DEVICES` says which.
+"""
+from .functions import DCNv3Function, dcnv3_core_pytorch
+from .modules import DCNv3, DCNv3_pytorch
+from .ops import KERNEL_DEVICES, check_dcnv3_args, dcnv3
+
+__version__ = '0.1.0'
+__all__ = [
+    'DCNv3', 'DCNv3_pytorch', 'DCNv3Function', 'dcnv3', 'dcnv3_core_pytorch',
+    'check_dcnv3_args', 'KERNEL_DEVICES'
+]

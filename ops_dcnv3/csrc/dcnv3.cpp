@@ -1,0 +1,31 @@
+// Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+//
+// The op's schema, declared once; each backend registers its kernel for its
+// dispatch key in its own file (cpu/, cuda/). Python reaches the op as
+// torch.ops.ops_dcnv3.*; the module below only exists so that
+// `import ops_dcnv3._C` loads this library.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "DCNv3 kernels (torch.ops.ops_dcnv3)", -1,
+      nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(ops_dcnv3, m) {
+  m.def(
+      "dcnv3_forward(Tensor input, Tensor offset, Tensor mask, int kernel_h, "
+      "int kernel_w, int stride_h, int stride_w, int pad_h, int pad_w, "
+      "int dilation_h, int dilation_w, int group, int group_channels, "
+      "float offset_scale, int im2col_step, bool remove_center) -> Tensor");
+  m.def(
+      "dcnv3_backward(Tensor grad_output, Tensor input, Tensor offset, "
+      "Tensor mask, int kernel_h, int kernel_w, int stride_h, int stride_w, "
+      "int pad_h, int pad_w, int dilation_h, int dilation_w, int group, "
+      "int group_channels, float offset_scale, int im2col_step, "
+      "bool remove_center) -> (Tensor, Tensor, Tensor)");
+}

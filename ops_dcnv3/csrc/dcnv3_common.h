@@ -1,0 +1,162 @@
+// Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+//
+// What every DCNv3 backend shares: the sampling geometry (where point p of
+// output pixel (i, j) samples, and its bilinear neighbours) and the checks
+// at the op's boundary. See shared/DCNV3_SPEC.md for the semantics.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#ifdef __CUDACC__
+#define DCNV3_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define DCNV3_HOST_DEVICE inline
+#endif
+
+namespace ops_dcnv3 {
+
+// Sizes and hyper-parameters of one call; plain data, passed to kernels by
+// value.
+struct Geometry {
+  int64_t batch;
+  int height, width, channels;  // input (N, H, W, C)
+  int h_out, w_out;
+  int group, group_channels, points;
+  int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+  int dilation_h, dilation_w;
+  bool remove_center;
+  double offset_scale;
+};
+
+// Offset of point p from the kernel centre on the fixed (unscaled) grid.
+// Points run with the kernel's x index outer: p = kx * kernel_h + ky, the
+// centre left out with remove_center.
+DCNV3_HOST_DEVICE void kernel_point(const Geometry& g, int p, int& dx,
+                                    int& dy) {
+  if (g.remove_center &&
+      p >= ((g.kernel_w - 1) / 2) * g.kernel_h + (g.kernel_h - 1) / 2) {
+    ++p;
+  }
+  const int kx = p / g.kernel_h, ky = p % g.kernel_h;
+  dx = kx * g.dilation_w - (g.dilation_w * (g.kernel_w - 1)) / 2;
+  dy = ky * g.dilation_h - (g.dilation_h * (g.kernel_h - 1)) / 2;
+}
+
+// Where point p of output pixel (i, j) samples, in input pixel coordinates,
+// given its learned offset (ox, oy).
+template <typename T>
+DCNV3_HOST_DEVICE void sample_location(const Geometry& g, int i, int j, int p,
+                                       T ox, T oy, T& x, T& y) {
+  int dx, dy;
+  kernel_point(g, p, dx, dy);
+  const T s = static_cast<T>(g.offset_scale);
+  x = static_cast<T>(j * g.stride_w - g.pad_w +
+                     (g.dilation_w * (g.kernel_w - 1)) / 2) +
+      s * (static_cast<T>(dx) + ox);
+  y = static_cast<T>(i * g.stride_h - g.pad_h +
+                     (g.dilation_h * (g.kernel_h - 1)) / 2) +
+      s * (static_cast<T>(dy) + oy);
+}
+
+template <typename T>
+DCNV3_HOST_DEVICE T floor_of(T v) {
+#ifdef __CUDA_ARCH__
+  return floor(v);
+#else
+  return std::floor(v);
+#endif
+}
+
+// Calls f(y, x, weight, dweight_dx, dweight_dy) for each bilinear neighbour
+// of (x, y) that lies inside the height x width image; neighbours outside
+// count as zero, so they are skipped.
+template <typename T, typename F>
+DCNV3_HOST_DEVICE void for_each_neighbour(T x, T y, int height, int width,
+                                          F&& f) {
+  if (!(x > T(-1) && y > T(-1) && x < T(width) && y < T(height))) return;
+  const T fx = floor_of(x), fy = floor_of(y);
+  const int x0 = static_cast<int>(fx), y0 = static_cast<int>(fy);
+  const T lx = x - fx, ly = y - fy, hx = T(1) - lx, hy = T(1) - ly;
+  if (y0 >= 0) {
+    if (x0 >= 0) f(y0, x0, hy * hx, -hy, -hx);
+    if (x0 + 1 < width) f(y0, x0 + 1, hy * lx, hy, -lx);
+  }
+  if (y0 + 1 < height) {
+    if (x0 >= 0) f(y0 + 1, x0, ly * hx, -ly, hx);
+    if (x0 + 1 < width) f(y0 + 1, x0 + 1, ly * lx, ly, lx);
+  }
+}
+
+// Checks at the op's boundary, with messages that name the argument.
+inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
+                              const at::Tensor& mask, int64_t kernel_h,
+                              int64_t kernel_w, int64_t stride_h,
+                              int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                              int64_t dilation_h, int64_t dilation_w,
+                              int64_t group, int64_t group_channels,
+                              double offset_scale, bool remove_center) {
+  TORCH_CHECK(input.dim() == 4, "DCNv3: input must be 4-D (N, H, W, C), got ",
+              input.sizes());
+  TORCH_CHECK(offset.dim() == 4, "DCNv3: offset must be 4-D, got ",
+              offset.sizes());
+  TORCH_CHECK(mask.dim() == 4, "DCNv3: mask must be 4-D, got ", mask.sizes());
+  TORCH_CHECK(offset.scalar_type() == input.scalar_type() &&
+                  mask.scalar_type() == input.scalar_type(),
+              "DCNv3: input, offset and mask must share one dtype, got ",
+              input.scalar_type(), ", ", offset.scalar_type(), " and ",
+              mask.scalar_type());
+  TORCH_CHECK(offset.device() == input.device() &&
+                  mask.device() == input.device(),
+              "DCNv3: input, offset and mask must be on one device, got ",
+              input.device(), ", ", offset.device(), " and ", mask.device());
+  TORCH_CHECK(kernel_h > 0 && kernel_w > 0 && stride_h > 0 && stride_w > 0 &&
+                  dilation_h > 0 && dilation_w > 0 && group > 0 &&
+                  group_channels > 0 && pad_h >= 0 && pad_w >= 0,
+              "DCNv3: kernel, stride, dilation, group and group_channels must "
+              "be positive and padding non-negative");
+  TORCH_CHECK(!remove_center || (kernel_h == kernel_w && kernel_h % 2 == 1),
+              "DCNv3: remove_center needs a square kernel of odd size, got ",
+              kernel_h, "x", kernel_w);
+  TORCH_CHECK(input.size(3) == group * group_channels, "DCNv3: input has ",
+              input.size(3), " channels but group * group_channels = ",
+              group * group_channels);
+  Geometry g;
+  g.batch = input.size(0);
+  g.height = static_cast<int>(input.size(1));
+  g.width = static_cast<int>(input.size(2));
+  g.channels = static_cast<int>(input.size(3));
+  g.h_out = static_cast<int>(
+      (g.height + 2 * pad_h - (dilation_h * (kernel_h - 1) + 1)) / stride_h + 1);
+  g.w_out = static_cast<int>(
+      (g.width + 2 * pad_w - (dilation_w * (kernel_w - 1) + 1)) / stride_w + 1);
+  TORCH_CHECK(g.h_out > 0 && g.w_out > 0, "DCNv3: input of ", g.height, "x",
+              g.width, " gives an empty output for this kernel and padding");
+  g.group = static_cast<int>(group);
+  g.group_channels = static_cast<int>(group_channels);
+  g.points = static_cast<int>(kernel_h * kernel_w - (remove_center ? 1 : 0));
+  g.kernel_h = static_cast<int>(kernel_h);
+  g.kernel_w = static_cast<int>(kernel_w);
+  g.stride_h = static_cast<int>(stride_h);
+  g.stride_w = static_cast<int>(stride_w);
+  g.pad_h = static_cast<int>(pad_h);
+  g.pad_w = static_cast<int>(pad_w);
+  g.dilation_h = static_cast<int>(dilation_h);
+  g.dilation_w = static_cast<int>(dilation_w);
+  g.remove_center = remove_center;
+  g.offset_scale = offset_scale;
+  const std::vector<int64_t> offset_shape{g.batch, g.h_out, g.w_out,
+                                          group * g.points * 2};
+  const std::vector<int64_t> mask_shape{g.batch, g.h_out, g.w_out,
+                                        group * g.points};
+  TORCH_CHECK(offset.sizes() == at::IntArrayRef(offset_shape),
+              "DCNv3: offset must have shape ", at::IntArrayRef(offset_shape),
+              ", got ", offset.sizes());
+  TORCH_CHECK(mask.sizes() == at::IntArrayRef(mask_shape),
+              "DCNv3: mask must have shape ", at::IntArrayRef(mask_shape),
+              ", got ", mask.sizes());
+  return g;
+}
+
+}  // namespace ops_dcnv3

@@ -1,0 +1,113 @@
+# Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+"""Builds ``ops_dcnv3._C`` (CPU kernel always, CUDA kernel when a CUDA
+toolkit that matches torch is present) and installs the project's packages.
+
+Install with ``pip install --no-build-isolation -e .`` into an environment
+that already has torch. Environment variables:
+
+- ``DCNV3_WITH_CUDA``: ``1`` requires the CUDA kernel (fail if it cannot be
+  built), ``0`` skips it; unset builds it when possible.
+- ``TORCH_CUDA_ARCH_LIST``: GPU architectures; unset with no GPU visible,
+  :data:`DEFAULT_ARCH_LIST` is used.
+"""
+import glob
+import os
+import re
+import subprocess
+import sys
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import (CUDA_HOME, BuildExtension,
+                                       CppExtension, CUDAExtension)
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join('ops_dcnv3', 'csrc')
+# Turing to Hopper, plus PTX for newer GPUs (CUDA 13 dropped < sm_75).
+DEFAULT_ARCH_LIST = '7.5;8.0;8.6;9.0+PTX'
+
+
+def log(msg):
+    print(f'ops_dcnv3: {msg}', file=sys.stderr, flush=True)
+
+
+def nvcc_version():
+    nvcc = os.path.join(CUDA_HOME, 'bin', 'nvcc')
+    try:
+        out = subprocess.check_output([nvcc, '--version'], text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        return None, f'cannot run {nvcc}: {e}'
+    found = re.search(r'release (\d+)\.(\d+)', out)
+    if not found:
+        return None, f'cannot read the version of {nvcc}'
+    return (int(found[1]), int(found[2])), None
+
+
+def cuda_build():
+    """Return (build the CUDA kernel?, reason)."""
+    wanted = os.environ.get('DCNV3_WITH_CUDA', '')
+    if wanted == '0':
+        return False, 'DCNV3_WITH_CUDA=0'
+    if torch.version.cuda is None:
+        return False, f'torch {torch.__version__} is a CPU-only build'
+    if CUDA_HOME is None:
+        return False, 'no CUDA toolkit found (set CUDA_HOME to build the CUDA kernel)'
+    version, error = nvcc_version()
+    if error:
+        return False, error
+    torch_major = int(torch.version.cuda.split('.')[0])
+    if version[0] != torch_major:
+        return False, (f'the CUDA toolkit in {CUDA_HOME} is {version[0]}.{version[1]} '
+                       f'but torch was built with CUDA {torch.version.cuda}')
+    return True, f'CUDA {version[0]}.{version[1]} in {CUDA_HOME}'
+
+
+def extensions():
+    sources = [os.path.join(CSRC, 'dcnv3.cpp')] + sorted(
+        glob.glob(os.path.join(CSRC, 'cpu', '*.cpp')))
+    cxx = ['-O3', '-fopenmp', '-std=c++17']
+    with_cuda, reason = cuda_build()
+    if os.environ.get('DCNV3_WITH_CUDA') == '1' and not with_cuda:
+        raise RuntimeError(f'DCNV3_WITH_CUDA=1 but the CUDA kernel cannot be built: {reason}')
+    if not with_cuda:
+        log(f'building the CPU kernel only: {reason}')
+        return [CppExtension('ops_dcnv3._C', sources,
+                             extra_compile_args={'cxx': cxx},
+                             extra_link_args=['-fopenmp'])]
+    log(f'building the CPU and CUDA kernels with {reason}')
+    if not os.environ.get('TORCH_CUDA_ARCH_LIST') and not torch.cuda.is_available():
+        os.environ['TORCH_CUDA_ARCH_LIST'] = DEFAULT_ARCH_LIST
+        log(f'no GPU visible: TORCH_CUDA_ARCH_LIST={DEFAULT_ARCH_LIST}')
+    sources += sorted(glob.glob(os.path.join(CSRC, 'cuda', '*.cu')))
+    # Some toolkits (this project's CI machine among them) keep libcudart in
+    # lib/ rather than the lib64/ that torch looks in.
+    library_dirs = [d for d in (os.path.join(CUDA_HOME, 'lib64'),
+                                os.path.join(CUDA_HOME, 'lib'))
+                    if os.path.isdir(d)]
+    return [CUDAExtension(
+        'ops_dcnv3._C', sources, library_dirs=library_dirs,
+        extra_compile_args={'cxx': cxx, 'nvcc': ['-O3', '-std=c++17']},
+        extra_link_args=['-fopenmp'])]
+
+
+def readme():
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        return f.read()
+
+
+setup(
+    name='internimage-mm',
+    version='0.1.0',
+    description='InternImage and the DCNv3 operator for OpenMMLab 2.0 '
+    '(mmpretrain, mmdet 3, mmseg 1)',
+    long_description=readme(),
+    long_description_content_type='text/markdown',
+    license='MIT',
+    python_requires='>=3.9',
+    packages=find_packages(include=('ops_dcnv3*', 'mmcls_plugin*',
+                                    'mmdet_plugin*', 'mmseg_plugin*')),
+    ext_modules=extensions(),
+    cmdclass={'build_ext': BuildExtension},
+    zip_safe=False,
+)
