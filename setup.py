@@ -13,13 +13,36 @@ that already has torch. Environment variables:
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 from setuptools import find_packages, setup
 
-import torch
-from torch.utils.cpp_extension import (CUDA_HOME, BuildExtension,
+
+def locate_cuda_home():
+    """Set CUDA_HOME to a real toolkit when it is unset.
+
+    torch takes the parent of the ``nvcc`` on PATH, which is wrong when that
+    ``nvcc`` is a wrapper script (``/usr/local/bin/nvcc`` on this project's CI
+    machine); look for the toolkit's headers instead.
+    """
+    if os.environ.get('CUDA_HOME') or os.environ.get('CUDA_PATH'):
+        return
+    nvcc = shutil.which('nvcc')
+    candidates = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
+    candidates.append('/usr/local/cuda')
+    for home in candidates:
+        if (os.path.isfile(os.path.join(home, 'include', 'cuda_runtime.h'))
+                and os.path.isfile(os.path.join(home, 'bin', 'nvcc'))):
+            os.environ['CUDA_HOME'] = os.path.realpath(home)
+            return
+
+
+locate_cuda_home()
+
+import torch  # noqa: E402
+from torch.utils.cpp_extension import (CUDA_HOME, BuildExtension,  # noqa: E402
                                        CppExtension, CUDAExtension)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -66,7 +89,7 @@ def cuda_build():
 def extensions():
     sources = [os.path.join(CSRC, 'dcnv3.cpp')] + sorted(
         glob.glob(os.path.join(CSRC, 'cpu', '*.cpp')))
-    cxx = ['-O3', '-fopenmp', '-std=c++17']
+    cxx = ['-O3', '-fopenmp']
     with_cuda, reason = cuda_build()
     if os.environ.get('DCNV3_WITH_CUDA') == '1' and not with_cuda:
         raise RuntimeError(f'DCNV3_WITH_CUDA=1 but the CUDA kernel cannot be built: {reason}')
@@ -87,7 +110,7 @@ def extensions():
                     if os.path.isdir(d)]
     return [CUDAExtension(
         'ops_dcnv3._C', sources, library_dirs=library_dirs,
-        extra_compile_args={'cxx': cxx, 'nvcc': ['-O3', '-std=c++17']},
+        extra_compile_args={'cxx': cxx, 'nvcc': ['-O3']},
         extra_link_args=['-fopenmp'])]
 
 

@@ -44,29 +44,39 @@ DCNV3_HOST_DEVICE void kernel_point(const Geometry& g, int p, int& dx,
   dy = ky * g.dilation_h - (g.dilation_h * (g.kernel_h - 1)) / 2;
 }
 
-// Where point p of output pixel (i, j) samples, in input pixel coordinates,
-// given its learned offset (ox, oy).
+// Where the kernel centre of output pixel (i, j) sits, in input pixel
+// coordinates. Point p with learned offset (ox, oy) then samples at
+//   x = cx + offset_scale * (dx + ox),  y = cy + offset_scale * (dy + oy)
+// with (dx, dy) from kernel_point.
+template <typename T>
+DCNV3_HOST_DEVICE void centre_location(const Geometry& g, int i, int j, T& cx,
+                                       T& cy) {
+  cx = static_cast<T>(j * g.stride_w - g.pad_w +
+                      (g.dilation_w * (g.kernel_w - 1)) / 2);
+  cy = static_cast<T>(i * g.stride_h - g.pad_h +
+                      (g.dilation_h * (g.kernel_h - 1)) / 2);
+}
+
+// Where point p of output pixel (i, j) samples, given its learned offset.
 template <typename T>
 DCNV3_HOST_DEVICE void sample_location(const Geometry& g, int i, int j, int p,
                                        T ox, T oy, T& x, T& y) {
   int dx, dy;
   kernel_point(g, p, dx, dy);
+  T cx, cy;
+  centre_location(g, i, j, cx, cy);
   const T s = static_cast<T>(g.offset_scale);
-  x = static_cast<T>(j * g.stride_w - g.pad_w +
-                     (g.dilation_w * (g.kernel_w - 1)) / 2) +
-      s * (static_cast<T>(dx) + ox);
-  y = static_cast<T>(i * g.stride_h - g.pad_h +
-                     (g.dilation_h * (g.kernel_h - 1)) / 2) +
-      s * (static_cast<T>(dy) + oy);
+  x = cx + s * (static_cast<T>(dx) + ox);
+  y = cy + s * (static_cast<T>(dy) + oy);
 }
 
+// floor(v) as an int, for v > -1 (the only values the sampler floors):
+// truncation, corrected for negative non-integers. Exact, and cheaper than a
+// libm call on CPUs without SSE4.1's roundss.
 template <typename T>
-DCNV3_HOST_DEVICE T floor_of(T v) {
-#ifdef __CUDA_ARCH__
-  return floor(v);
-#else
-  return std::floor(v);
-#endif
+DCNV3_HOST_DEVICE int floor_int(T v) {
+  const int t = static_cast<int>(v);
+  return t - (v < static_cast<T>(t) ? 1 : 0);
 }
 
 // Calls f(y, x, weight, dweight_dx, dweight_dy) for each bilinear neighbour
@@ -76,9 +86,9 @@ template <typename T, typename F>
 DCNV3_HOST_DEVICE void for_each_neighbour(T x, T y, int height, int width,
                                           F&& f) {
   if (!(x > T(-1) && y > T(-1) && x < T(width) && y < T(height))) return;
-  const T fx = floor_of(x), fy = floor_of(y);
-  const int x0 = static_cast<int>(fx), y0 = static_cast<int>(fy);
-  const T lx = x - fx, ly = y - fy, hx = T(1) - lx, hy = T(1) - ly;
+  const int x0 = floor_int(x), y0 = floor_int(y);
+  const T lx = x - static_cast<T>(x0), ly = y - static_cast<T>(y0);
+  const T hx = T(1) - lx, hy = T(1) - ly;
   if (y0 >= 0) {
     if (x0 >= 0) f(y0, x0, hy * hx, -hy, -hx);
     if (x0 + 1 < width) f(y0, x0 + 1, hy * lx, hy, -lx);
@@ -89,7 +99,8 @@ DCNV3_HOST_DEVICE void for_each_neighbour(T x, T y, int height, int width,
   }
 }
 
-// Checks at the op's boundary, with messages that name the argument.
+// Checks at the op's boundary, with messages that name the argument; they
+// surface in Python as ValueError (shapes, sizes) or TypeError (dtypes).
 inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
                               const at::Tensor& mask, int64_t kernel_h,
                               int64_t kernel_w, int64_t stride_h,
@@ -97,29 +108,32 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
                               int64_t dilation_h, int64_t dilation_w,
                               int64_t group, int64_t group_channels,
                               double offset_scale, bool remove_center) {
-  TORCH_CHECK(input.dim() == 4, "DCNv3: input must be 4-D (N, H, W, C), got ",
+  TORCH_CHECK_VALUE(input.dim() == 4, "DCNv3: input must be 4-D (N, H, W, C), got ",
               input.sizes());
-  TORCH_CHECK(offset.dim() == 4, "DCNv3: offset must be 4-D, got ",
+  TORCH_CHECK_VALUE(offset.dim() == 4, "DCNv3: offset must be 4-D, got ",
               offset.sizes());
-  TORCH_CHECK(mask.dim() == 4, "DCNv3: mask must be 4-D, got ", mask.sizes());
-  TORCH_CHECK(offset.scalar_type() == input.scalar_type() &&
-                  mask.scalar_type() == input.scalar_type(),
-              "DCNv3: input, offset and mask must share one dtype, got ",
-              input.scalar_type(), ", ", offset.scalar_type(), " and ",
-              mask.scalar_type());
-  TORCH_CHECK(offset.device() == input.device() &&
+  TORCH_CHECK_VALUE(mask.dim() == 4, "DCNv3: mask must be 4-D, got ", mask.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()),
+                   "DCNv3: input must be a floating tensor, got ",
+                   input.scalar_type());
+  TORCH_CHECK_TYPE(offset.scalar_type() == input.scalar_type() &&
+                       mask.scalar_type() == input.scalar_type(),
+                   "DCNv3: input, offset and mask must share one dtype, got ",
+                   input.scalar_type(), ", ", offset.scalar_type(), " and ",
+                   mask.scalar_type());
+  TORCH_CHECK_VALUE(offset.device() == input.device() &&
                   mask.device() == input.device(),
               "DCNv3: input, offset and mask must be on one device, got ",
               input.device(), ", ", offset.device(), " and ", mask.device());
-  TORCH_CHECK(kernel_h > 0 && kernel_w > 0 && stride_h > 0 && stride_w > 0 &&
+  TORCH_CHECK_VALUE(kernel_h > 0 && kernel_w > 0 && stride_h > 0 && stride_w > 0 &&
                   dilation_h > 0 && dilation_w > 0 && group > 0 &&
                   group_channels > 0 && pad_h >= 0 && pad_w >= 0,
               "DCNv3: kernel, stride, dilation, group and group_channels must "
               "be positive and padding non-negative");
-  TORCH_CHECK(!remove_center || (kernel_h == kernel_w && kernel_h % 2 == 1),
+  TORCH_CHECK_VALUE(!remove_center || (kernel_h == kernel_w && kernel_h % 2 == 1),
               "DCNv3: remove_center needs a square kernel of odd size, got ",
               kernel_h, "x", kernel_w);
-  TORCH_CHECK(input.size(3) == group * group_channels, "DCNv3: input has ",
+  TORCH_CHECK_VALUE(input.size(3) == group * group_channels, "DCNv3: input has ",
               input.size(3), " channels but group * group_channels = ",
               group * group_channels);
   Geometry g;
@@ -131,7 +145,7 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
       (g.height + 2 * pad_h - (dilation_h * (kernel_h - 1) + 1)) / stride_h + 1);
   g.w_out = static_cast<int>(
       (g.width + 2 * pad_w - (dilation_w * (kernel_w - 1) + 1)) / stride_w + 1);
-  TORCH_CHECK(g.h_out > 0 && g.w_out > 0, "DCNv3: input of ", g.height, "x",
+  TORCH_CHECK_VALUE(g.h_out > 0 && g.w_out > 0, "DCNv3: input of ", g.height, "x",
               g.width, " gives an empty output for this kernel and padding");
   g.group = static_cast<int>(group);
   g.group_channels = static_cast<int>(group_channels);
@@ -150,10 +164,10 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
                                           group * g.points * 2};
   const std::vector<int64_t> mask_shape{g.batch, g.h_out, g.w_out,
                                         group * g.points};
-  TORCH_CHECK(offset.sizes() == at::IntArrayRef(offset_shape),
+  TORCH_CHECK_VALUE(offset.sizes() == at::IntArrayRef(offset_shape),
               "DCNv3: offset must have shape ", at::IntArrayRef(offset_shape),
               ", got ", offset.sizes());
-  TORCH_CHECK(mask.sizes() == at::IntArrayRef(mask_shape),
+  TORCH_CHECK_VALUE(mask.sizes() == at::IntArrayRef(mask_shape),
               "DCNv3: mask must have shape ", at::IntArrayRef(mask_shape),
               ", got ", mask.sizes());
   return g;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "../dcnv3_common.h"
@@ -20,10 +21,146 @@ namespace {
 // Rough cost of one unit of work, for at::parallel_for's grain size: small
 // problems stay on one thread, where the fork would cost more than it saves.
 int64_t grain_for(int64_t cost_per_item) {
-  return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, cost_per_item));
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, cost_per_item));
 }
 
-template <typename scalar_t>
+// The sampling taps of one (pixel, group): for each of the P points, its four
+// bilinear neighbours as pointers to the group's D channels and weights.
+// Per-thread scratch, sized once.
+template <typename scalar_t, typename opmath_t>
+struct Taps {
+  std::vector<opmath_t> grid_x, grid_y;  // kernel_point() of each point
+  std::vector<scalar_t> zeros;           // D zeros: stands for "outside"
+  std::vector<const scalar_t*> ptr;      // 4P
+  std::vector<int64_t> index;            // 4P, element offsets (backward)
+  std::vector<opmath_t> weight, dx, dy;  // 4P
+  std::vector<char> valid;               // 4P
+  int count = 0;
+
+  explicit Taps(const Geometry& g)
+      : grid_x(g.points), grid_y(g.points), zeros(g.group_channels),
+        ptr(4 * g.points), index(4 * g.points), weight(4 * g.points),
+        dx(4 * g.points), dy(4 * g.points), valid(4 * g.points) {
+    for (int p = 0; p < g.points; ++p) {
+      int kx, ky;
+      kernel_point(g, p, kx, ky);
+      grid_x[p] = static_cast<opmath_t>(kx);
+      grid_y[p] = static_cast<opmath_t>(ky);
+    }
+  }
+
+  // Forward: all 4P taps, branch-free; neighbours outside the image read
+  // the zero row with weight 0 (so an Inf elsewhere in the input cannot turn
+  // into NaN, as it would with a clamped index).
+  void gather_dense(const Geometry& g, int i, int j, const scalar_t* in_g,
+                    const scalar_t* off, const scalar_t* msk) {
+    opmath_t cx, cy;
+    centre_location(g, i, j, cx, cy);
+    const opmath_t s = static_cast<opmath_t>(g.offset_scale);
+    const opmath_t W = static_cast<opmath_t>(g.width);
+    const opmath_t H = static_cast<opmath_t>(g.height);
+    const int64_t row = int64_t(g.width) * g.channels;
+    const scalar_t* const zero = zeros.data();
+    const opmath_t* __restrict__ gx = grid_x.data();
+    const opmath_t* __restrict__ gy = grid_y.data();
+    const scalar_t** __restrict__ ptr_out = ptr.data();
+    opmath_t* __restrict__ w_out = weight.data();
+    for (int p = 0; p < g.points; ++p) {
+      opmath_t x = cx + s * (gx[p] + static_cast<opmath_t>(off[2 * p]));
+      opmath_t y = cy + s * (gy[p] + static_cast<opmath_t>(off[2 * p + 1]));
+      const bool inside = x > opmath_t(-1) && y > opmath_t(-1) && x < W && y < H;
+      const opmath_t m = inside ? static_cast<opmath_t>(msk[p]) : opmath_t(0);
+      // Clamp so that the conversions below stay defined for points far out.
+      x = inside ? x : opmath_t(0);
+      y = inside ? y : opmath_t(0);
+      const int x0 = floor_int(x), y0 = floor_int(y);
+      const opmath_t lx = x - x0, ly = y - y0, hx = 1 - lx, hy = 1 - ly;
+      const bool vx0 = inside && x0 >= 0, vx1 = inside && x0 + 1 < g.width;
+      const bool vy0 = inside && y0 >= 0, vy1 = inside && y0 + 1 < g.height;
+      const scalar_t* base = in_g + y0 * row + int64_t(x0) * g.channels;
+      const int t = 4 * p;
+      ptr_out[t] = vy0 && vx0 ? base : zero;
+      ptr_out[t + 1] = vy0 && vx1 ? base + g.channels : zero;
+      ptr_out[t + 2] = vy1 && vx0 ? base + row : zero;
+      ptr_out[t + 3] = vy1 && vx1 ? base + row + g.channels : zero;
+      w_out[t] = hy * hx * m;
+      w_out[t + 1] = hy * lx * m;
+      w_out[t + 2] = ly * hx * m;
+      w_out[t + 3] = ly * lx * m;
+    }
+    count = 4 * g.points;
+  }
+
+  // Backward: the same 4P taps with the bilinear weight (unmasked), its
+  // derivatives and a validity flag; taps outside the image are skipped by
+  // the caller, so they contribute exactly nothing.
+  void gather_dense_grad(const Geometry& g, int i, int j, const scalar_t* off) {
+    opmath_t cx, cy;
+    centre_location(g, i, j, cx, cy);
+    const opmath_t s = static_cast<opmath_t>(g.offset_scale);
+    const opmath_t W = static_cast<opmath_t>(g.width);
+    const opmath_t H = static_cast<opmath_t>(g.height);
+    for (int p = 0; p < g.points; ++p) {
+      opmath_t x = cx + s * (grid_x[p] + static_cast<opmath_t>(off[2 * p]));
+      opmath_t y = cy + s * (grid_y[p] + static_cast<opmath_t>(off[2 * p + 1]));
+      const bool inside = x > opmath_t(-1) && y > opmath_t(-1) && x < W && y < H;
+      x = inside ? x : opmath_t(0);
+      y = inside ? y : opmath_t(0);
+      const int x0 = floor_int(x), y0 = floor_int(y);
+      const opmath_t lx = x - x0, ly = y - y0, hx = 1 - lx, hy = 1 - ly;
+      const bool vx0 = inside && x0 >= 0, vx1 = inside && x0 + 1 < g.width;
+      const bool vy0 = inside && y0 >= 0, vy1 = inside && y0 + 1 < g.height;
+      const int64_t base = (int64_t(y0) * g.width + x0) * g.channels;
+      const int64_t row = int64_t(g.width) * g.channels;
+      const int t = 4 * p;
+      index[t] = base;
+      index[t + 1] = base + g.channels;
+      index[t + 2] = base + row;
+      index[t + 3] = base + row + g.channels;
+      valid[t] = vy0 && vx0;
+      valid[t + 1] = vy0 && vx1;
+      valid[t + 2] = vy1 && vx0;
+      valid[t + 3] = vy1 && vx1;
+      weight[t] = hy * hx;
+      weight[t + 1] = hy * lx;
+      weight[t + 2] = ly * hx;
+      weight[t + 3] = ly * lx;
+      dx[t] = -hy;
+      dx[t + 1] = hy;
+      dx[t + 2] = -ly;
+      dx[t + 3] = ly;
+      dy[t] = -hx;
+      dy[t + 1] = -lx;
+      dy[t + 2] = hx;
+      dy[t + 3] = lx;
+    }
+    count = 4 * g.points;
+  }
+};
+
+// out[0:D] = sum_t w[t] * ptr[t][0:D], in blocks of B channels kept in
+// registers across all taps (a fixed-size loop the compiler vectorises).
+template <int B, typename scalar_t, typename opmath_t>
+__attribute__((noinline)) void weighted_sum(const scalar_t* const* ptr, const opmath_t* w,
+                         int taps, int D, scalar_t* out) {
+  int d0 = 0;
+  for (; d0 + B <= D; d0 += B) {
+    opmath_t acc[B] = {};
+    for (int t = 0; t < taps; ++t) {
+      const scalar_t* v = ptr[t] + d0;
+      const opmath_t wt = w[t];
+      for (int d = 0; d < B; ++d) acc[d] += wt * static_cast<opmath_t>(v[d]);
+    }
+    for (int d = 0; d < B; ++d) out[d0 + d] = static_cast<scalar_t>(acc[d]);
+  }
+  for (; d0 < D; ++d0) {
+    opmath_t acc = 0;
+    for (int t = 0; t < taps; ++t) acc += w[t] * static_cast<opmath_t>(ptr[t][d0]);
+    out[d0] = static_cast<scalar_t>(acc);
+  }
+}
+
+template <typename scalar_t, int B>
 void forward_kernel(const Geometry& g, const scalar_t* input,
                     const scalar_t* offset, const scalar_t* mask,
                     scalar_t* output) {
@@ -32,109 +169,102 @@ void forward_kernel(const Geometry& g, const scalar_t* input,
   const int64_t pixels = g.batch * g.h_out * g.w_out;
   const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
   at::parallel_for(
-      0, pixels, grain_for(int64_t(g.group) * P * (4 * D + 16)),
+      0, pixels, grain_for(int64_t(g.group) * P * (4 * D + 32)),
       [&](int64_t begin, int64_t end) {
-        std::vector<opmath_t> acc(D);
+        Taps<scalar_t, opmath_t> taps(g);
         for (int64_t q = begin; q < end; ++q) {
           const int64_t n = q / (int64_t(g.h_out) * g.w_out);
           const int i = static_cast<int>((q / g.w_out) % g.h_out);
           const int j = static_cast<int>(q % g.w_out);
-          const scalar_t* in_n = input + n * image;
-          const scalar_t* off_q = offset + q * g.group * P * 2;
-          const scalar_t* mask_q = mask + q * g.group * P;
           for (int grp = 0; grp < g.group; ++grp) {
-            std::fill(acc.begin(), acc.end(), opmath_t(0));
-            const scalar_t* in_g = in_n + grp * D;
-            for (int p = 0; p < P; ++p) {
-              const int k = grp * P + p;
-              opmath_t x, y;
-              sample_location<opmath_t>(g, i, j, p, off_q[2 * k],
-                                        off_q[2 * k + 1], x, y);
-              const opmath_t m = mask_q[k];
-              for_each_neighbour(
-                  x, y, g.height, g.width,
-                  [&](int yy, int xx, opmath_t w, opmath_t, opmath_t) {
-                    const scalar_t* v =
-                        in_g + (int64_t(yy) * g.width + xx) * C;
-                    const opmath_t wm = w * m;
-                    for (int d = 0; d < D; ++d) {
-                      acc[d] += wm * static_cast<opmath_t>(v[d]);
-                    }
-                  });
-            }
-            scalar_t* out = output + q * C + grp * D;
-            for (int d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
+            const int64_t k0 = (q * g.group + grp) * P;
+            taps.gather_dense(g, i, j, input + n * image + grp * D,
+                              offset + 2 * k0, mask + k0);
+            weighted_sum<B>(taps.ptr.data(), taps.weight.data(), taps.count,
+                            D, output + q * C + grp * D);
           }
         }
       });
 }
 
-// Gradients of offset and mask: per (pixel, group, point), a gather over the
-// group's channels; no two iterations write the same element.
-template <typename scalar_t>
-void backward_offset_mask_kernel(const Geometry& g, const scalar_t* grad_out,
-                                 const scalar_t* input, const scalar_t* offset,
-                                 const scalar_t* mask, scalar_t* grad_offset,
-                                 scalar_t* grad_mask) {
-  using opmath_t = at::opmath_type<scalar_t>;
+// sum_d a[d] * b[d], in a fixed order: B lanes, then a tree over the lanes
+// (a short dependency chain, unlike a running sum).
+template <int B, typename scalar_t, typename opmath_t>
+inline opmath_t dot(const opmath_t* __restrict__ a,
+                    const scalar_t* __restrict__ b, int D) {
+  opmath_t part[B] = {};
+  int d0 = 0;
+  for (; d0 + B <= D; d0 += B) {
+    for (int d = 0; d < B; ++d) {
+      part[d] += a[d0 + d] * static_cast<opmath_t>(b[d0 + d]);
+    }
+  }
+  for (int d = 0; d0 + d < D; ++d) {
+    part[d] += a[d0 + d] * static_cast<opmath_t>(b[d0 + d]);
+  }
+  for (int width = B / 2; width > 0; width /= 2) {
+    for (int d = 0; d < width; ++d) part[d] += part[d + width];
+  }
+  return part[0];
+}
+
+// y[0:n] += a * x[0:n]; restrict lets the compiler vectorise it.
+template <typename T>
+inline void axpy(T* __restrict__ y, const T* __restrict__ x, T a, int n) {
+  for (int d = 0; d < n; ++d) y[d] += a * x[d];
+}
+
+// The backward work of one (pixel, group), given its taps: scatter into the
+// channels [d_begin, d_end) of grad_input and, when with_point_grads, the
+// gradients of the group's P offsets and mask weights. Kept out of line with
+// restrict pointers: inlined into the task loop it vectorises far worse.
+template <typename scalar_t, typename opmath_t>
+__attribute__((noinline)) void backward_taps(
+    const int64_t* __restrict__ index, const char* __restrict__ valid,
+    const opmath_t* __restrict__ weight, const opmath_t* __restrict__ wdx,
+    const opmath_t* __restrict__ wdy, int P, const opmath_t* __restrict__ go,
+    const scalar_t* __restrict__ in_g, opmath_t* __restrict__ gin_g,
+    const scalar_t* __restrict__ mask, int D, int d_begin, int d_end,
+    bool with_point_grads, opmath_t scale, scalar_t* __restrict__ grad_offset,
+    scalar_t* __restrict__ grad_mask) {
+  for (int p = 0; p < P; ++p) {
+    const opmath_t m = static_cast<opmath_t>(mask[p]);
+    opmath_t vm = 0, vx = 0, vy = 0;
+    for (int t = 4 * p; t < 4 * p + 4; ++t) {
+      if (!valid[t]) continue;
+      axpy(gin_g + index[t] + d_begin, go + d_begin, weight[t] * m,
+           d_end - d_begin);
+      if (with_point_grads) {
+        const opmath_t v = dot<4>(go, in_g + index[t], D);
+        vm += weight[t] * v;
+        vx += wdx[t] * v;
+        vy += wdy[t] * v;
+      }
+    }
+    if (with_point_grads) {
+      grad_mask[p] = static_cast<scalar_t>(vm);
+      grad_offset[2 * p] = static_cast<scalar_t>(m * scale * vx);
+      grad_offset[2 * p + 1] = static_cast<scalar_t>(m * scale * vy);
+    }
+  }
+}
+
+// The backward pass, in one sweep. Each task owns one (image, group, channel
+// slice) of grad_input and walks the output pixels in order: tasks never
+// write the same element and every sum has a fixed order, whatever the
+// number of threads. The task holding a group's first slice also computes
+// the gradients of that group's offsets and mask (a gather over all D
+// channels, read-only).
+template <typename scalar_t, typename opmath_t, int B>
+void backward_kernel(const Geometry& g, const scalar_t* grad_out,
+                     const scalar_t* input, const scalar_t* offset,
+                     const scalar_t* mask, opmath_t* grad_input,
+                     scalar_t* grad_offset, scalar_t* grad_mask) {
   const int D = g.group_channels, C = g.channels, P = g.points;
-  const int64_t pixels = g.batch * g.h_out * g.w_out;
   const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
   const opmath_t scale = static_cast<opmath_t>(g.offset_scale);
-  at::parallel_for(
-      0, pixels, grain_for(int64_t(g.group) * P * (8 * D + 16)),
-      [&](int64_t begin, int64_t end) {
-        for (int64_t q = begin; q < end; ++q) {
-          const int64_t n = q / (int64_t(g.h_out) * g.w_out);
-          const int i = static_cast<int>((q / g.w_out) % g.h_out);
-          const int j = static_cast<int>(q % g.w_out);
-          const scalar_t* in_n = input + n * image;
-          const int64_t base = q * g.group * P;
-          for (int grp = 0; grp < g.group; ++grp) {
-            const scalar_t* go = grad_out + q * C + grp * D;
-            const scalar_t* in_g = in_n + grp * D;
-            for (int p = 0; p < P; ++p) {
-              const int64_t k = base + grp * P + p;
-              opmath_t x, y;
-              sample_location<opmath_t>(g, i, j, p, offset[2 * k],
-                                        offset[2 * k + 1], x, y);
-              opmath_t gm = 0, gx = 0, gy = 0;
-              for_each_neighbour(
-                  x, y, g.height, g.width,
-                  [&](int yy, int xx, opmath_t w, opmath_t dwdx,
-                      opmath_t dwdy) {
-                    const scalar_t* v =
-                        in_g + (int64_t(yy) * g.width + xx) * C;
-                    opmath_t t = 0;
-                    for (int d = 0; d < D; ++d) {
-                      t += static_cast<opmath_t>(go[d]) *
-                           static_cast<opmath_t>(v[d]);
-                    }
-                    gm += w * t;
-                    gx += dwdx * t;
-                    gy += dwdy * t;
-                  });
-              const opmath_t ms = static_cast<opmath_t>(mask[k]) * scale;
-              grad_mask[k] = static_cast<scalar_t>(gm);
-              grad_offset[2 * k] = static_cast<scalar_t>(ms * gx);
-              grad_offset[2 * k + 1] = static_cast<scalar_t>(ms * gy);
-            }
-          }
-        }
-      });
-}
-
-// Gradient of the input: a scatter. Each task owns one (image, group,
-// channel slice) of grad_input and walks the output pixels in order, so the
-// tasks never write the same element and every sum has a fixed order.
-template <typename scalar_t, typename opmath_t>
-void backward_input_kernel(const Geometry& g, const scalar_t* grad_out,
-                           const scalar_t* offset, const scalar_t* mask,
-                           opmath_t* grad_input) {
-  const int D = g.group_channels, C = g.channels, P = g.points;
-  const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
-  // Split the channels of a group only when images x groups alone cannot
-  // keep the threads busy.
+  // Split a group's channels (in blocks of 8) only when images x groups
+  // alone cannot keep the threads busy.
   const int64_t tasks_wanted = 2 * at::get_num_threads();
   int slices = 1;
   while (g.batch * g.group * slices < tasks_wanted && D / (slices * 2) >= 8) {
@@ -143,32 +273,28 @@ void backward_input_kernel(const Geometry& g, const scalar_t* grad_out,
   const int slice = (D + slices - 1) / slices;
   at::parallel_for(
       0, g.batch * g.group * slices, 1, [&](int64_t begin, int64_t end) {
+        Taps<scalar_t, opmath_t> taps(g);
+        std::vector<opmath_t> go(D);
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / (int64_t(g.group) * slices);
           const int grp = static_cast<int>((task / slices) % g.group);
-          const int d0 = static_cast<int>(task % slices) * slice;
-          const int d1 = std::min(D, d0 + slice);
+          const int part = static_cast<int>(task % slices);
+          const int d_begin = part * slice;
+          const int d_end = std::min(D, d_begin + slice);
+          const scalar_t* in_g = input + n * image + grp * D;
           opmath_t* gin_g = grad_input + n * image + grp * D;
           for (int i = 0; i < g.h_out; ++i) {
             for (int j = 0; j < g.w_out; ++j) {
               const int64_t q = (n * g.h_out + i) * g.w_out + j;
-              const scalar_t* go = grad_out + q * C + grp * D;
-              for (int p = 0; p < P; ++p) {
-                const int64_t k = (q * g.group + grp) * P + p;
-                opmath_t x, y;
-                sample_location<opmath_t>(g, i, j, p, offset[2 * k],
-                                          offset[2 * k + 1], x, y);
-                const opmath_t m = mask[k];
-                for_each_neighbour(
-                    x, y, g.height, g.width,
-                    [&](int yy, int xx, opmath_t w, opmath_t, opmath_t) {
-                      opmath_t* gi = gin_g + (int64_t(yy) * g.width + xx) * C;
-                      const opmath_t wm = w * m;
-                      for (int d = d0; d < d1; ++d) {
-                        gi[d] += wm * static_cast<opmath_t>(go[d]);
-                      }
-                    });
-              }
+              const int64_t k0 = (q * g.group + grp) * P;
+              taps.gather_dense_grad(g, i, j, offset + 2 * k0);
+              const scalar_t* go_q = grad_out + q * C + grp * D;
+              for (int d = 0; d < D; ++d) go[d] = static_cast<opmath_t>(go_q[d]);
+              backward_taps(taps.index.data(), taps.valid.data(),
+                            taps.weight.data(), taps.dx.data(), taps.dy.data(),
+                            P, go.data(), in_g, gin_g, mask + k0, D, d_begin,
+                            d_end, part == 0, scale, grad_offset + 2 * k0,
+                            grad_mask + k0);
             }
           }
         }
@@ -201,10 +327,19 @@ at::Tensor dcnv3_forward_cpu(const at::Tensor& input_, const at::Tensor& offset_
   if (output.numel() == 0) return output;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_forward_cpu", [&] {
-        forward_kernel<scalar_t>(g, input.const_data_ptr<scalar_t>(),
-                                 offset.const_data_ptr<scalar_t>(),
-                                 mask.const_data_ptr<scalar_t>(),
-                                 output.mutable_data_ptr<scalar_t>());
+        // Channel blocks of 16 when the group is that wide, else 8.
+        auto run = [&](auto block) {
+          forward_kernel<scalar_t, decltype(block)::value>(
+              g, input.const_data_ptr<scalar_t>(),
+              offset.const_data_ptr<scalar_t>(),
+              mask.const_data_ptr<scalar_t>(),
+              output.mutable_data_ptr<scalar_t>());
+        };
+        if (g.group_channels % 16 == 0) {
+          run(std::integral_constant<int, 16>());
+        } else {
+          run(std::integral_constant<int, 8>());
+        }
       });
   return output;
 }
@@ -240,18 +375,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
         at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_backward_cpu",
         [&] {
           using opmath_t = at::opmath_type<scalar_t>;
-          backward_offset_mask_kernel<scalar_t>(
-              g, grad_output.const_data_ptr<scalar_t>(),
-              input.const_data_ptr<scalar_t>(),
-              offset.const_data_ptr<scalar_t>(),
-              mask.const_data_ptr<scalar_t>(),
-              grad_offset.mutable_data_ptr<scalar_t>(),
-              grad_mask.mutable_data_ptr<scalar_t>());
-          backward_input_kernel<scalar_t, opmath_t>(
-              g, grad_output.const_data_ptr<scalar_t>(),
-              offset.const_data_ptr<scalar_t>(),
-              mask.const_data_ptr<scalar_t>(),
-              grad_input.mutable_data_ptr<opmath_t>());
+          auto run = [&](auto block) {
+            backward_kernel<scalar_t, opmath_t, decltype(block)::value>(
+                g, grad_output.const_data_ptr<scalar_t>(),
+                input.const_data_ptr<scalar_t>(),
+                offset.const_data_ptr<scalar_t>(),
+                mask.const_data_ptr<scalar_t>(),
+                grad_input.mutable_data_ptr<opmath_t>(),
+                grad_offset.mutable_data_ptr<scalar_t>(),
+                grad_mask.mutable_data_ptr<scalar_t>());
+          };
+          if (g.group_channels >= 16) {
+            run(std::integral_constant<int, 16>());
+          } else {
+            run(std::integral_constant<int, 8>());
+          }
         });
   }
   return {grad_input.to(input.scalar_type()), grad_offset, grad_mask};

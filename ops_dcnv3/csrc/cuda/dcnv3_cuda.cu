@@ -5,9 +5,11 @@
 // kernel. A device guard makes every launch run on the tensors' GPU.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+// Only the c10 CUDA headers: ATen/cuda/CUDAContext.h also needs the cuBLAS
+// and cuSPARSE headers, which a bare CUDA toolkit may not have.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -167,7 +169,7 @@ at::Tensor dcnv3_forward_cuda(const at::Tensor& input_,
       at::empty({g.batch, g.h_out, g.w_out, g.channels}, input.options());
   const int64_t total = output.numel();
   if (total == 0) return output;
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_forward_cuda",
       [&] {
@@ -211,7 +213,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cuda(
   const int64_t total = grad_output.numel();
   if (total > 0) {
     const int64_t total_points = g.batch * g.h_out * g.w_out * g.group * g.points;
-    cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_backward_cuda",
         [&] {

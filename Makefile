@@ -1,0 +1,26 @@
+# The two commands of the README: `make demo` runs the main job, `make test`
+# the test suite. Both set up .venv first (tools/setup_env.sh), which takes
+# about a second when nothing changed.
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all benchmark clean
+
+setup:
+	@bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/benchmark_dcnv3.py
+
+test: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Everything, the full-size slow runs included.
+test-all: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+benchmark: setup
+	$(PY) tools/benchmark_dcnv3.py
+
+clean:
+	rm -rf build ops_dcnv3/_C*.so .pytest_cache
