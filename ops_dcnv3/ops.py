@@ -87,16 +87,6 @@ def check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h,
     return h_out, w_out, points
 
 
-def _has_kernel(device_type: str) -> bool:
-    if _LOAD_ERROR is not None:
-        return False
-    key = {'cpu': 'CPU', 'cuda': 'CUDA'}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        'ops_dcnv3::dcnv3_forward', key)
-
-
-#: Device types ('cpu', 'cuda') for which a compiled kernel is available.
-KERNEL_DEVICES = frozenset(d for d in ('cpu', 'cuda') if _has_kernel(d))
 _warned = set()
 
 
@@ -168,3 +158,16 @@ if _LOAD_ERROR is None:
 
     torch.library.register_autograd('ops_dcnv3::dcnv3_forward', _backward,
                                     setup_context=_setup_context)
+
+
+def _has_kernel(device_type: str) -> bool:
+    if _LOAD_ERROR is not None:
+        return False
+    key = {'cpu': 'CPU', 'cuda': 'CUDA', 'meta': 'Meta'}.get(device_type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        'ops_dcnv3::dcnv3_forward', key)
+
+
+#: Device types on which the op runs natively: 'cpu' and 'cuda' where their
+#: compiled kernels were built, and 'meta' (shapes only, from the fake kernel).
+KERNEL_DEVICES = frozenset(d for d in ('cpu', 'cuda', 'meta') if _has_kernel(d))

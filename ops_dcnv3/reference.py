@@ -33,12 +33,15 @@ def kernel_points(kernel_h: int, kernel_w: int, dilation_h: int,
     """
     cx = (dilation_w * (kernel_w - 1)) // 2
     cy = (dilation_h * (kernel_h - 1)) // 2
-    kx = torch.arange(kernel_w, device=device).repeat_interleave(kernel_h)
-    ky = torch.arange(kernel_h, device=device).repeat(kernel_w)
+    # Built on the CPU (a handful of numbers) so that this also works for
+    # tensors on the meta device, which cannot do boolean indexing.
+    kx = torch.arange(kernel_w).repeat_interleave(kernel_h)
+    ky = torch.arange(kernel_h).repeat(kernel_w)
     if remove_center:
         keep = (kx != (kernel_w - 1) // 2) | (ky != (kernel_h - 1) // 2)
         kx, ky = kx[keep], ky[keep]
-    return ((kx * dilation_w - cx).to(dtype), (ky * dilation_h - cy).to(dtype))
+    return ((kx * dilation_w - cx).to(dtype=dtype, device=device),
+            (ky * dilation_h - cy).to(dtype=dtype, device=device))
 
 
 def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor,

@@ -150,6 +150,10 @@ class DCNv3(nn.Module):
 
     def forward(self, input):
         """(N, H, W, C) -> (N, H_out, W_out, C)."""
+        if input.dim() != 4 or input.shape[-1] != self.channels:
+            raise ValueError(
+                f'{type(self).__name__}: input must be 4-D channels-last '
+                f'(N, H, W, {self.channels}), got shape {tuple(input.shape)}')
         n, h, w, _ = input.shape
         x = self.input_proj(input)
         x_proj = x

@@ -1,0 +1,371 @@
+# Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+"""The DCNv3 op: every backend against the reference, the reference against
+torchvision, autograd, torch.library registration and bad input."""
+import math
+import re
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+
+from ops_dcnv3 import KERNEL_DEVICES, dcnv3, dcnv3_core_pytorch
+from ops_dcnv3.reference import kernel_points, output_size
+
+pytestmark = pytest.mark.skipif('cpu' not in KERNEL_DEVICES,
+                                reason='ops_dcnv3 CPU kernel not built')
+CUDA = torch.cuda.is_available() and 'cuda' in KERNEL_DEVICES
+needs_cuda = pytest.mark.skipif(not CUDA, reason='needs a GPU and the CUDA kernel')
+
+
+@dataclass(frozen=True)
+class Case:
+    n: int = 1
+    h: int = 7
+    w: int = 9
+    group: int = 2
+    group_channels: int = 8
+    kernel_h: int = 3
+    kernel_w: int = 3
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_h: int = 1
+    pad_w: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    offset_scale: float = 1.0
+    remove_center: bool = False
+    offset_std: float = 1.0  # large values put points outside the image
+
+    @property
+    def points(self):
+        return self.kernel_h * self.kernel_w - int(self.remove_center)
+
+    @property
+    def out_size(self):
+        return output_size(self.h, self.w, self.kernel_h, self.kernel_w,
+                           self.stride_h, self.stride_w, self.pad_h,
+                           self.pad_w, self.dilation_h, self.dilation_w)
+
+    def params(self):
+        return (self.kernel_h, self.kernel_w, self.stride_h, self.stride_w,
+                self.pad_h, self.pad_w, self.dilation_h, self.dilation_w,
+                self.group, self.group_channels, self.offset_scale)
+
+    def tensors(self, dtype=torch.float64, device='cpu', seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        ho, wo = self.out_size
+        c = self.group * self.group_channels
+        x = torch.randn(self.n, self.h, self.w, c, generator=gen, dtype=torch.float64)
+        off = torch.randn(self.n, ho, wo, self.group * self.points * 2,
+                          generator=gen, dtype=torch.float64) * self.offset_std
+        mask = torch.rand(self.n, ho, wo, self.group * self.points,
+                          generator=gen, dtype=torch.float64)
+        return [t.to(dtype=dtype, device=device) for t in (x, off, mask)]
+
+
+# Every value the issue names appears at least once: kernel 3/5, stride 1/2,
+# pad 0/1/2, dilation 1/2, odd H and W, groups 1..8, group_channels 4..64
+# with non-powers of two, offset_scale 1/2, remove_center, batch larger than
+# im2col_step (2 below), points on the border and wholly outside, and
+# different h/w hyper-parameters so that no h/w mix-up goes unnoticed.
+CASES = {
+    'k3_g1_c4': Case(group=1, group_channels=4),
+    'stride2_c6': Case(n=2, h=9, w=7, stride_h=2, stride_w=2, group_channels=6),
+    'k5_pad2_scale2': Case(h=11, w=5, group=4, group_channels=16, kernel_h=5,
+                           kernel_w=5, pad_h=2, pad_w=2, offset_scale=2.0,
+                           offset_std=1.5),
+    'dil2_pad2_c12': Case(h=9, w=11, group=3, group_channels=12, pad_h=2,
+                          pad_w=2, dilation_h=2, dilation_w=2),
+    'pad0_g8_center': Case(n=2, h=9, w=9, group=8, pad_h=0, pad_w=0,
+                           remove_center=True),
+    'k5_s2_d2_c64_center': Case(h=7, w=7, group_channels=64, kernel_h=5,
+                                kernel_w=5, stride_h=2, stride_w=2, pad_h=2,
+                                pad_w=2, dilation_h=2, dilation_w=2,
+                                remove_center=True, offset_std=0.7),
+    'batch3_many_outside': Case(n=3, h=5, w=7, group=5, group_channels=10,
+                                offset_scale=2.0, offset_std=3.0),
+    'mostly_outside_c32': Case(n=5, h=4, w=5, group=1, group_channels=32,
+                               offset_std=10.0),
+    'scale_half_c24_center': Case(h=6, w=11, group_channels=24, stride_h=2,
+                                  stride_w=2, pad_h=0, pad_w=0, dilation_h=2,
+                                  dilation_w=2, offset_scale=0.5,
+                                  remove_center=True),
+    'anisotropic': Case(n=2, h=9, w=8, kernel_h=3, kernel_w=5, stride_h=1,
+                        stride_w=2, pad_h=1, pad_w=2, dilation_h=2,
+                        dilation_w=1, group_channels=5),
+    'g7_c9': Case(h=5, w=5, group=7, group_channels=9),
+}
+
+
+def run(fn, case, tensors, grad_out=None):
+    """Forward and, with grad_out, the three gradients."""
+    x, off, mask = [t.detach().clone().requires_grad_() for t in tensors]
+    out = fn(x, off, mask, *case.params(), 2, case.remove_center) \
+        if fn is dcnv3 else fn(x, off, mask, *case.params(), case.remove_center)
+    if grad_out is None:
+        return out.detach(), None
+    grads = torch.autograd.grad(out, (x, off, mask), grad_out)
+    return out.detach(), grads
+
+
+def assert_close_scaled(actual, expected, tol, what):
+    """max |actual - expected| <= tol * max(1, max |expected|)."""
+    assert actual.shape == expected.shape, what
+    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
+    err = (actual.double() - expected.double()).abs().max().item() \
+        if expected.numel() else 0.0
+    assert err <= tol * scale, f'{what}: max error {err:.3g} > {tol:g} * {scale:.3g}'
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_cpu_kernel_matches_reference(name, dtype, tol):
+    case = CASES[name]
+    tensors = case.tensors(dtype)
+    grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels,
+                           dtype=dtype, generator=torch.Generator().manual_seed(1))
+    out, grads = run(dcnv3, case, tensors, grad_out)
+    ref, ref_grads = run(dcnv3_core_pytorch, case, tensors, grad_out)
+    assert_close_scaled(out, ref, tol, 'output')
+    for what, g, r in zip(('input', 'offset', 'mask'), grads, ref_grads):
+        assert_close_scaled(g, r, tol, f'grad of {what}')
+
+
+def test_points_on_the_border_and_wholly_outside():
+    """Points placed in the border cells (partly weighted) and beyond them."""
+    case = Case(h=5, w=6, group=1, group_channels=4, pad_h=0, pad_w=0)
+    x, _, mask = case.tensors()
+    ho, wo = case.out_size
+    # Sampling x of point p at output (i, j) is j + 1 + (kx - 1) + offset_x;
+    # choose offsets so that every point lands at one of these coordinates.
+    targets = [-1.5, -0.75, -0.25, 0.5, case.w - 1.3, case.w - 0.6, case.w + 0.2]
+    gen = torch.Generator().manual_seed(3)
+    off = torch.empty(1, ho, wo, case.points * 2, dtype=torch.float64)
+    for i in range(ho):
+        for j in range(wo):
+            for p in range(case.points):
+                kx, ky = divmod(p, case.kernel_h)
+                tx = targets[torch.randint(len(targets), (1,), generator=gen).item()]
+                ty = targets[torch.randint(len(targets), (1,), generator=gen).item()]
+                off[0, i, j, 2 * p] = tx - (j + kx)
+                off[0, i, j, 2 * p + 1] = min(ty, case.h + 0.2) - (i + ky)
+    grad_out = torch.randn(1, ho, wo, 4, dtype=torch.float64, generator=gen)
+    out, grads = run(dcnv3, case, (x, off, mask), grad_out)
+    ref, ref_grads = run(dcnv3_core_pytorch, case, (x, off, mask), grad_out)
+    assert_close_scaled(out, ref, 1e-10, 'output')
+    for g, r in zip(grads, ref_grads):
+        assert_close_scaled(g, r, 1e-10, 'grad')
+    # A point wholly outside contributes nothing, not even through gradients.
+    all_out = torch.full_like(off, 0.0)
+    all_out[..., 0::2] = -50.0
+    out, grads = run(dcnv3, case, (x, all_out, mask), grad_out)
+    assert out.abs().max() == 0 and all(g.abs().max() == 0 for g in grads)
+
+
+def test_gradcheck_fp64():
+    case = Case(n=2, h=4, w=5, group=2, group_channels=3, remove_center=True)
+    x, off, mask = case.tensors()
+    # Keep sampling locations away from integer coordinates, where bilinear
+    # interpolation has kinks that finite differences cannot follow.
+    off = off.round() + 0.5 + 0.3 * (torch.rand_like(off) - 0.5)
+    args = case.params() + (2, True)
+    for fn in (lambda a, b, c: dcnv3(a, b, c, *args),
+               lambda a, b, c: dcnv3_core_pytorch(a, b, c, *case.params(), True)):
+        assert torch.autograd.gradcheck(
+            fn, [t.clone().requires_grad_() for t in (x, off, mask)],
+            eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=needs_cuda)])
+def test_opcheck(device):
+    case = CASES['pad0_g8_center']
+    x, off, mask = case.tensors(torch.float32, device)
+    args = (x.requires_grad_(), off.requires_grad_(), mask.requires_grad_(),
+            *case.params(), 64, True)
+    torch.library.opcheck(torch.ops.ops_dcnv3.dcnv3_forward.default, args)
+    grad_out = torch.randn(case.n, *case.out_size, x.shape[-1], device=device)
+    torch.library.opcheck(torch.ops.ops_dcnv3.dcnv3_backward.default,
+                          (grad_out, x.detach(), off.detach(), mask.detach(),
+                           *case.params(), 64, True))
+
+
+def to_torchvision(case, x, off, mask):
+    """DCNv3's arguments as torchvision.ops.deform_conv2d's: a depthwise
+    convolution with weights of ones, offsets reordered (row-major points,
+    y before x) and made relative to the plain dilated grid."""
+    n, ho, wo, _ = off.shape
+    g, kh, kw = case.group, case.kernel_h, case.kernel_w
+    s = case.offset_scale
+    dx, dy = kernel_points(kh, kw, case.dilation_h, case.dilation_w,
+                           case.remove_center, x.dtype)
+    kx = torch.arange(kw).repeat_interleave(kh)
+    ky = torch.arange(kh).repeat(kw)
+    if case.remove_center:
+        keep = (kx != (kw - 1) // 2) | (ky != (kh - 1) // 2)
+        kx, ky = kx[keep], ky[keep]
+    off = off.reshape(n, ho, wo, g, case.points, 2)
+    mask = mask.reshape(n, ho, wo, g, case.points)
+    tv_off = torch.zeros(n, ho, wo, g, kh * kw, 2, dtype=x.dtype)
+    tv_mask = torch.zeros(n, ho, wo, g, kh * kw, dtype=x.dtype)
+    k = ky * kw + kx  # torchvision's point index
+    # DCNv3 samples at base + c + s * (grid - c + offset); torchvision at
+    # base + k * dilation + its offset.
+    tv_off[..., k, 0] = s * (dy + off[..., 1]) - dy
+    tv_off[..., k, 1] = s * (dx + off[..., 0]) - dx
+    tv_mask[..., k] = mask
+    return (x.permute(0, 3, 1, 2), tv_off.reshape(n, ho, wo, -1).permute(0, 3, 1, 2),
+            tv_mask.reshape(n, ho, wo, -1).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize('name', ['k3_g1_c4', 'k5_pad2_scale2', 'dil2_pad2_c12',
+                                  'k5_s2_d2_c64_center', 'batch3_many_outside',
+                                  'anisotropic'])
+def test_reference_matches_torchvision_deform_conv2d(name):
+    torchvision = pytest.importorskip('torchvision')
+    case = CASES[name]
+    x, off, mask = case.tensors()
+    tv_x, tv_off, tv_mask = to_torchvision(case, x, off, mask)
+    c = x.shape[-1]
+    weight = torch.ones(c, 1, case.kernel_h, case.kernel_w, dtype=x.dtype)
+    tv = torchvision.ops.deform_conv2d(
+        tv_x, tv_off, weight, stride=(case.stride_h, case.stride_w),
+        padding=(case.pad_h, case.pad_w),
+        dilation=(case.dilation_h, case.dilation_w), mask=tv_mask)
+    expected = tv.permute(0, 2, 3, 1)
+    ref = dcnv3_core_pytorch(x, off, mask, *case.params(), case.remove_center)
+    kernel = dcnv3(x, off, mask, *case.params(), 64, case.remove_center)
+    assert_close_scaled(ref, expected, 1e-10, 'reference vs torchvision')
+    assert_close_scaled(kernel, expected, 1e-10, 'CPU kernel vs torchvision')
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+def test_cpu_half_precision(dtype, tol):
+    case = replace(CASES['k5_pad2_scale2'], offset_scale=1.0)
+    x, off, mask = case.tensors(torch.float64)
+    # Coarse half-precision offsets would put many points exactly on integer
+    # coordinates, where the offset gradient jumps (a kink of bilinear
+    # interpolation) and any two implementations may pick either side; keep
+    # the fractional part of every location in [0.25, 0.75].
+    off = off.floor() + 0.25 + 0.5 * torch.rand_like(off)
+    tensors = [t.to(dtype) for t in (x, off, mask)]
+    grad_out = torch.randn(case.n, *case.out_size, 64, generator=torch.Generator().manual_seed(2))
+    out, grads = run(dcnv3, case, tensors, grad_out.to(dtype))
+    assert out.dtype == dtype and all(g.dtype == dtype for g in grads)
+    # Expected: the same (rounded) values through the fp64 reference.
+    ref, ref_grads = run(dcnv3_core_pytorch, case, [t.double() for t in tensors],
+                         grad_out.to(dtype).double())
+    assert_close_scaled(out, ref, tol, 'output')
+    for g, r in zip(grads, ref_grads):
+        assert_close_scaled(g, r, 4 * tol, 'grad')
+
+
+def test_non_contiguous_inputs_and_empty_batch():
+    case = CASES['dil2_pad2_c12']
+    x, off, mask = case.tensors()
+    # Same values, strided memory.
+    xs = x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    offs = torch.cat([off, off], dim=-1)[..., : off.shape[-1]]
+    masks = mask.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not (xs.is_contiguous() or offs.is_contiguous() or masks.is_contiguous())
+    assert torch.equal(dcnv3(xs, offs, masks, *case.params(), 64, False),
+                       dcnv3(x, off, mask, *case.params(), 64, False))
+    assert torch.equal(dcnv3_core_pytorch(xs, offs, masks, *case.params(), False),
+                       dcnv3_core_pytorch(x, off, mask, *case.params(), False))
+    # Empty batch: the right shapes, forward and backward.
+    empty = [t[:0].clone().requires_grad_() for t in (x, off, mask)]
+    out = dcnv3(*empty, *case.params(), 64, False)
+    assert out.shape == (0, *case.out_size, x.shape[-1])
+    grads = torch.autograd.grad(out.sum(), empty)
+    assert [g.shape for g in grads] == [t.shape for t in empty]
+
+
+def test_cpu_kernel_is_deterministic_across_thread_counts():
+    case = Case(n=1, h=12, w=12, group=1, group_channels=32, offset_std=2.0)
+    tensors = case.tensors(torch.float32)
+    grad_out = torch.randn(case.n, *case.out_size, 32)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            out, grads = run(dcnv3, case, tensors, grad_out)
+            results.append((out, *grads))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+BAD_INPUTS = [
+    ('input must be 4-D', lambda x, o, m: (x[0], o, m), {}),
+    ('group * group_channels', lambda x, o, m: (x[..., :-1], o, m), {}),
+    ('offset must have shape', lambda x, o, m: (x, o[..., :-2], m), {}),
+    ('mask must have shape', lambda x, o, m: (x, o, m[:, :-1]), {}),
+    ('one dtype', lambda x, o, m: (x, o.float(), m), {}),
+    ('floating', lambda x, o, m: (x.long(), o.long(), m.long()), {}),
+    ('remove_center', lambda x, o, m: (x, o, m), {'kernel_w': 2}),
+]
+
+
+@pytest.mark.parametrize('backend', ['op', 'dcnv3', 'reference'])
+@pytest.mark.parametrize('message,mutate,override', BAD_INPUTS,
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gets_a_clear_error(backend, message, mutate, override):
+    case = replace(CASES['pad0_g8_center'], **override)
+    x, off, mask = CASES['pad0_g8_center'].tensors()
+    args = mutate(x, off, mask)
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        if backend == 'op':  # the C++ checks
+            torch.ops.ops_dcnv3.dcnv3_forward(*args, *case.params(), 64, True)
+        elif backend == 'dcnv3':
+            dcnv3(*args, *case.params(), 64, True)
+        else:
+            dcnv3_core_pytorch(*args, *case.params(), True)
+
+
+def test_mixed_devices_are_refused():
+    x, off, mask = CASES['k3_g1_c4'].tensors()
+    with pytest.raises((ValueError, RuntimeError), match='device'):
+        dcnv3(x, off.to('meta'), mask, *CASES['k3_g1_c4'].params(), 64, False)
+    with pytest.raises(ValueError, match='one device'):
+        dcnv3_core_pytorch(x, off.to('meta'), mask, *CASES['k3_g1_c4'].params(), False)
+
+
+def test_meta_device_gives_shapes():
+    """Models too large for memory are built and traced on the meta device."""
+    case = CASES['k5_s2_d2_c64_center']
+    x, off, mask = case.tensors(torch.float32, 'meta')
+    assert 'meta' in KERNEL_DEVICES
+    for out in (dcnv3(x, off, mask, *case.params(), 64, True),
+                dcnv3_core_pytorch(x, off, mask, *case.params(), True)):
+        assert out.device.type == 'meta' and out.shape == (1, *case.out_size, 128)
+
+
+@needs_cuda
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10), (torch.float32, 1e-5),
+                                       (torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_cuda_kernel_matches_cpu(name, dtype, tol):
+    case = CASES[name]
+    device = f'cuda:{torch.cuda.device_count() - 1}'  # not always device 0
+    tensors = case.tensors(dtype)
+    grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels,
+                           generator=torch.Generator().manual_seed(1)).to(dtype)
+    ref, ref_grads = run(dcnv3_core_pytorch, case, [t.double() for t in tensors],
+                         grad_out.double())
+    out, grads = run(dcnv3, case, [t.to(device) for t in tensors], grad_out.to(device))
+    assert out.device == torch.device(device)
+    assert_close_scaled(out.cpu(), ref, tol, 'output')
+    for g, r in zip(grads, ref_grads):
+        assert_close_scaled(g.cpu(), r, 4 * tol, 'grad')
+
+
+def test_grid_helpers_follow_the_spec():
+    """Point order: kernel x index outer; remove_center drops the centre."""
+    dx, dy = kernel_points(3, 3, 1, 1, False)
+    assert dx.tolist() == [-1, -1, -1, 0, 0, 0, 1, 1, 1]
+    assert dy.tolist() == [-1, 0, 1, -1, 0, 1, -1, 0, 1]
+    dx, dy = kernel_points(3, 3, 2, 2, True)
+    assert list(zip(dx.tolist(), dy.tolist())).count((0, 0)) == 0 and len(dx) == 8
+    assert output_size(7, 9, 3, 5, 2, 1, 1, 2, 2, 1) == (3, 9)
+    assert math.isclose(float(dx.abs().max()), 2.0)

@@ -1,0 +1,181 @@
+# Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+"""Benchmark the DCNv3 op: the pure-PyTorch reference against the compiled
+kernel, forward and forward+backward, at InternImage-T's stage shapes (224 px)
+and a detection-sized shape.
+
+Both variants are timed in the same run, interleaved in rounds (the median
+over rounds is reported), so that the ratios hold on a shared, noisy machine.
+Also prints the fraction of the memory-bandwidth floor each kernel reaches:
+the bytes that must move (read input, offsets and mask once, write the output
+once; for the backward, read those and the output gradient, write the three
+gradients) over its time, against a measured copy bandwidth.
+
+    python tools/benchmark_dcnv3.py                 # CPU, all threads
+    python tools/benchmark_dcnv3.py --device cuda --dtype float16
+    python tools/benchmark_dcnv3.py --check         # exit 1 below the targets
+"""
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from ops_dcnv3 import KERNEL_DEVICES, dcnv3, dcnv3_core_pytorch
+
+# (name, N, H, W, C, G): InternImage-T at 224 px, and a detection feature map.
+SHAPES = [
+    ('T stage 1', 1, 56, 56, 64, 4),
+    ('T stage 2', 1, 28, 28, 128, 8),
+    ('T stage 3', 1, 14, 14, 256, 16),
+    ('T stage 4', 1, 7, 7, 512, 32),
+    ('detection', 1, 200, 336, 64, 4),
+]
+TARGETS = {'forward': 10.0, 'forward+backward': 5.0}  # CPU kernel vs reference
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_once(fn, device, min_time):
+    """Mean seconds per call over at least min_time."""
+    synchronize(device)
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / calls
+
+
+def copy_bandwidth(device, rounds):
+    """Bytes per second of a large device-to-device copy (read + write)."""
+    n = 64 * 2**20  # 256 MB of fp32
+    src = torch.rand(n, device=device)
+    dst = torch.empty_like(src)
+    times = [time_once(lambda: dst.copy_(src), device, 0.2) for _ in range(rounds)]
+    return 2 * src.numel() * src.element_size() / statistics.median(times)
+
+
+def bytes_moved(n, h, w, c, g, points, elem):
+    feature = n * h * w * c
+    offset, mask = n * h * w * g * points * 2, n * h * w * g * points
+    forward = feature + offset + mask + feature
+    backward = (feature + feature + offset + mask) + (feature + offset + mask)
+    return forward * elem, (forward + backward) * elem
+
+
+def benchmark(args):
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    if device.type not in KERNEL_DEVICES:
+        sys.exit(f'no compiled DCNv3 kernel for {device.type}: '
+                 f'ops_dcnv3.KERNEL_DEVICES = {sorted(KERNEL_DEVICES)}')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bandwidth = copy_bandwidth(device, args.rounds)
+    rows = []
+    for name, n, h, w, c, g in SHAPES:
+        points = 9
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(n, h, w, c, generator=gen).to(device, dtype)
+        off = torch.randn(n, h, w, g * points * 2, generator=gen).to(device, dtype)
+        mask = torch.rand(n, h, w, g * points, generator=gen).to(device, dtype)
+        grad = torch.randn(n, h, w, c, generator=gen).to(device, dtype)
+        params = (3, 3, 1, 1, 1, 1, 1, 1, g, c // g, 1.0)
+        leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+
+        def kernel():
+            return dcnv3(*leaves, *params, 256, False)
+
+        def reference():
+            return dcnv3_core_pytorch(*leaves, *params, False)
+
+        def forward(fn):
+            def run():
+                with torch.no_grad():
+                    fn()
+            return run
+
+        def forward_backward(fn):
+            return lambda: torch.autograd.grad(fn(), leaves, grad)
+
+        variants = {
+            ('forward', 'reference'): forward(reference),
+            ('forward', 'kernel'): forward(kernel),
+            ('forward+backward', 'reference'): forward_backward(reference),
+            ('forward+backward', 'kernel'): forward_backward(kernel),
+        }
+        for fn in variants.values():  # warm up
+            fn()
+        samples = {k: [] for k in variants}
+        for _ in range(args.rounds):  # interleaved: every round times all four
+            for key, fn in variants.items():
+                samples[key].append(time_once(fn, device, args.min_time))
+        fwd_bytes, fb_bytes = bytes_moved(n, h, w, c, g, points, x.element_size())
+        for mode, floor_bytes in (('forward', fwd_bytes), ('forward+backward', fb_bytes)):
+            ref_t = statistics.median(samples[(mode, 'reference')])
+            ker_t = statistics.median(samples[(mode, 'kernel')])
+            rows.append(dict(shape=name, size=f'{n}x{h}x{w}x{c} G{g}', mode=mode,
+                             reference_ms=ref_t * 1e3, kernel_ms=ker_t * 1e3,
+                             speedup=ref_t / ker_t,
+                             bandwidth_fraction=floor_bytes / ker_t / bandwidth))
+    return rows, bandwidth
+
+
+def describe_machine(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dtype', default='float32',
+                        choices=['float32', 'float64', 'float16', 'bfloat16'])
+    parser.add_argument('--threads', type=int, default=0,
+                        help='torch threads (default: torch.get_num_threads())')
+    parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--min-time', type=float, default=0.2,
+                        help='seconds per timing sample')
+    parser.add_argument('--json', help='also write the rows to this file')
+    parser.add_argument('--check', action='store_true',
+                        help='exit 1 when a CPU speedup is below its target '
+                        f'({TARGETS})')
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows, bandwidth = benchmark(args)
+    print(f'DCNv3 {args.dtype} on {args.device} ({describe_machine(device)}), '
+          f'torch {torch.__version__}; copy bandwidth {bandwidth / 1e9:.1f} GB/s; '
+          f'median of {args.rounds} interleaved rounds')
+    print()
+    print('| shape | size | pass | reference ms | kernel ms | speedup | '
+          'of bandwidth floor |')
+    print('|---|---|---|---:|---:|---:|---:|')
+    for r in rows:
+        print(f"| {r['shape']} | {r['size']} | {r['mode']} | {r['reference_ms']:.3f} | "
+              f"{r['kernel_ms']:.3f} | {r['speedup']:.1f}x | "
+              f"{100 * r['bandwidth_fraction']:.1f}% |")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=args.device, dtype=args.dtype,
+                           machine=describe_machine(device),
+                           copy_bandwidth=bandwidth, rows=rows), f, indent=2)
+    if args.check and device.type == 'cpu':
+        short = [r for r in rows if r['speedup'] < TARGETS[r['mode']]]
+        for r in short:
+            print(f"below target: {r['shape']} {r['mode']} {r['speedup']:.1f}x "
+                  f"< {TARGETS[r['mode']]}x")
+        sys.exit(1 if short else 0)
+
+
+if __name__ == '__main__':
+    main()
