@@ -296,10 +296,10 @@ def convert_classifier(state_dict: Mapping) -> 'OrderedDict':
     return out
 
 
-def _not_converted(name, hint):
+def _refuse(message):
+    """A converter for a kind that is recognised but not converted."""
     def convert(state_dict):
-        raise CheckpointError(f'{name} checkpoints are recognised but not '
-                              f'converted yet: {hint}')
+        raise CheckpointError(message)
     return convert
 
 
@@ -309,21 +309,23 @@ register_kind(CheckpointKind(
     'converted for mmpretrain ImageClassifier + InternImageClsHead'))
 register_kind(CheckpointKind(
     'backbone', _is_official_backbone_only,
-    _not_converted('backbone-only', 'load it directly with '
-                   "init_cfg=dict(type='Pretrained', checkpoint=...)"),
+    _refuse('a backbone-only checkpoint needs no conversion: load it with '
+            "the backbone's init_cfg=dict(type='Pretrained', checkpoint=...)"),
     'official backbone without a head: needs no conversion'))
 register_kind(CheckpointKind(
     'segmentation',
     lambda sd: _has_prefix(sd, 'backbone.levels.')
     and _has_prefix(sd, 'decode_head.'),
-    _not_converted('segmentation', 'see the mmseg issue'),
+    _refuse('segmentation checkpoints are recognised but not converted '
+            'yet (mmseg support is its own issue)'),
     'official mmseg 0.x segmentor (backbone. + decode_head.)'))
 register_kind(CheckpointKind(
     'detection',
     lambda sd: _has_prefix(sd, 'backbone.levels.')
     and _has_prefix(sd, 'neck.', 'rpn_head.', 'roi_head.', 'bbox_head.',
                     'query_head.'),
-    _not_converted('detection', 'see the mmdet issue'),
+    _refuse('detection checkpoints are recognised but not converted yet '
+            '(mmdet support is its own issue)'),
     'official mmdet 2.x detector (backbone. + neck/heads)'))
 
 
