@@ -3,13 +3,16 @@
 
 Depends only on torch, mmengine, mmcv and :mod:`ops_dcnv3`; the plugin
 packages (``mmcls_plugin``, ``mmdet_plugin``, ``mmseg_plugin``) register these
-classes into each library's registries.
+classes into each library's registries (:func:`register_into`).
 """
 from .backbone import InternImage
 from .checkpoint import (CheckpointError, convert_checkpoint, detect_kind,
                          load_backbone_weights)
+from .layer_decay import InternImageLayerDecayOptimWrapperConstructor
+from .registry import register_into
 
 __all__ = [
-    'InternImage', 'CheckpointError', 'convert_checkpoint', 'detect_kind',
-    'load_backbone_weights'
+    'InternImage', 'InternImageLayerDecayOptimWrapperConstructor',
+    'CheckpointError', 'convert_checkpoint', 'detect_kind',
+    'load_backbone_weights', 'register_into'
 ]

@@ -1,7 +1,7 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 """Registers the shared InternImage classes into mmpretrain's registries."""
-from mmpretrain.registry import MODELS
+from mmpretrain.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
 
-from internimage import InternImage
+from internimage.registry import register_into
 
-MODELS.register_module(module=InternImage)
+register_into(MODELS, OPTIM_WRAPPER_CONSTRUCTORS)
