@@ -18,7 +18,7 @@ import pickle
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.logging import print_log
@@ -342,9 +342,39 @@ def detect_kind(state_dict: Mapping, source: str = 'checkpoint') -> str:
         f'modules: {prefixes[:15]}). Known kinds: {known}')
 
 
+def select_classes(state_dict: Mapping, rows: Sequence[int],
+                   source: str = 'checkpoint') -> 'OrderedDict':
+    """Keep the classifier rows ``rows`` of a converted classifier (e.g. the
+    ImageNet-1K classes of a 22K head, with the official map22kto1k.txt)."""
+    out = OrderedDict(state_dict)
+    for key in ('head.fc.weight', 'head.fc.bias'):
+        if key not in out:
+            raise CheckpointError(f'{source}: no {key} to select classes from')
+        num = out[key].shape[0]
+        bad = [r for r in rows if not 0 <= r < num]
+        if bad:
+            raise CheckpointError(
+                f'{source}: class indices {bad[:5]} out of range for a head '
+                f'of {num} classes')
+        out[key] = out[key][list(rows)].clone()
+    return out
+
+
+def read_class_map(path: str) -> List[int]:
+    """Class indices, whitespace-separated (the official map22kto1k.txt has
+    one per line)."""
+    with open(path, encoding='utf-8') as f:
+        text = f.read().split()
+    try:
+        return [int(t) for t in text]
+    except ValueError as e:
+        raise CheckpointError(f'{path}: expected integers, {e}') from e
+
+
 def convert_checkpoint(checkpoint, key: Optional[str] = None,
                        kind: Optional[str] = None,
-                       source: str = 'checkpoint') -> dict:
+                       source: str = 'checkpoint',
+                       class_rows: Optional[Sequence[int]] = None) -> dict:
     """Convert a loaded official checkpoint.
 
     Args:
@@ -353,6 +383,8 @@ def convert_checkpoint(checkpoint, key: Optional[str] = None,
             see :func:`extract_state_dict`.
         kind (str, optional): force a kind instead of detecting it.
         source (str): name for error messages.
+        class_rows (Sequence[int], optional): classification only: keep
+            these classifier rows (see :func:`select_classes`).
 
     Returns:
         dict: ``{'state_dict': ..., 'meta': {'internimage_kind': kind}}``,
@@ -364,6 +396,12 @@ def convert_checkpoint(checkpoint, key: Optional[str] = None,
     elif kind not in CHECKPOINT_KINDS:
         raise CheckpointError(f'unknown kind {kind!r}; known: '
                               f'{list(CHECKPOINT_KINDS)}')
-    converter = CHECKPOINT_KINDS[kind].convert
-    return dict(state_dict=converter(state_dict),
+    converted = CHECKPOINT_KINDS[kind].convert(state_dict)
+    if class_rows is not None:
+        if kind != 'classification':
+            raise CheckpointError(
+                f'{source}: selecting classes needs a classification '
+                f'checkpoint, this is {kind}')
+        converted = select_classes(converted, class_rows, source)
+    return dict(state_dict=converted,
                 meta=dict(internimage_kind=kind, converted_from=source))

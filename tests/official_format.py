@@ -35,6 +35,27 @@ TINY = {
               dw_kernel_size=5, post_norm=True, level2_post_norm=True,
               level2_post_norm_block_ids=[1], center_feature_scale=True),
 }
+#: The official classifiers, from classification/configs/*.yaml (MODEL.
+#: INTERN_IMAGE) of the official repository, with their resolution.
+OFFICIAL = {
+    't': dict(channels=64, depths=[4, 4, 18, 4], groups=[4, 8, 16, 32]),
+    's': dict(channels=80, depths=[4, 4, 21, 4], groups=[5, 10, 20, 40],
+              layer_scale=1e-5, post_norm=True),
+    'b': dict(channels=112, depths=[4, 4, 21, 4], groups=[7, 14, 28, 56],
+              layer_scale=1e-5, post_norm=True),
+    'l': dict(channels=160, depths=[5, 5, 22, 5], groups=[10, 20, 40, 80],
+              layer_scale=1e-5, offset_scale=2.0, post_norm=True),
+    'xl': dict(channels=192, depths=[5, 5, 24, 5], groups=[12, 24, 48, 96],
+               layer_scale=1e-5, offset_scale=2.0, post_norm=True),
+    'h': dict(channels=320, depths=[6, 6, 32, 6], groups=[10, 20, 40, 80],
+              dw_kernel_size=5, res_post_norm=True, level2_post_norm=True,
+              level2_post_norm_block_ids=[5, 11, 17, 23, 29],
+              center_feature_scale=True, use_clip_projector=True),
+    'g': dict(channels=512, depths=[2, 2, 48, 4], groups=[16, 32, 64, 128],
+              dw_kernel_size=5, post_norm=True, level2_post_norm=True,
+              level2_post_norm_block_ids=[5, 11, 17, 23, 29, 35, 41, 47],
+              center_feature_scale=True, use_clip_projector=True),
+}
 #: Attention-pooling head dims for tiny H/G classifiers (official: 1024, 16,
 #: 768).
 TINY_CLIP = dict(pretrain_embed_dim=16, attnpool_num_heads=2,

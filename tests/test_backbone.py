@@ -4,7 +4,8 @@ import copy
 
 import pytest
 import torch
-from official_format import TINY, official_state_dict, reference_features
+from official_format import (OFFICIAL, TINY, official_shapes,
+                             official_state_dict, reference_features)
 
 from internimage import CheckpointError, InternImage, load_backbone_weights
 
@@ -51,30 +52,19 @@ def test_remove_center_and_pure_pytorch_core():
                                        ref[-1].permute(0, 3, 1, 2))
 
 
-def test_sizes_of_the_paper():
-    """Shapes of the official T..G configurations (meta device)."""
-    official = {
-        't': (64, [4, 4, 18, 4], [4, 8, 16, 32], None, 1.0, False),
-        's': (80, [4, 4, 21, 4], [5, 10, 20, 40], 1e-5, 1.0, True),
-        'b': (112, [4, 4, 21, 4], [7, 14, 28, 56], 1e-5, 1.0, True),
-        'l': (160, [5, 5, 22, 5], [10, 20, 40, 80], 1e-5, 2.0, True),
-        'xl': (192, [5, 5, 24, 5], [12, 24, 48, 96], 1e-5, 2.0, True),
-        'h': (320, [6, 6, 32, 6], [10, 20, 40, 80], None, 1.0, False),
-        'g': (512, [2, 2, 48, 4], [16, 32, 64, 128], None, 1.0, True),
-    }
-    for arch, (c, depths, groups, ls, off, post) in official.items():
-        with torch.device('meta'):
-            model = InternImage(arch=arch)
-        cfg = model.arch_cfg
-        assert (model.channels, model.depths, model.groups) == (c, depths,
-                                                                groups)
-        assert (cfg['layer_scale'], cfg['offset_scale'],
-                cfg['post_norm']) == (ls, off, post)
-        assert model.out_channels == [c, 2 * c, 4 * c, 8 * c]
+@pytest.mark.parametrize('arch', sorted(OFFICIAL))
+def test_arch_settings_are_the_official_configs(arch):
+    """Every size as the official yaml configs (meta device)."""
     with torch.device('meta'):
-        h = InternImage(arch='huge')
-    assert h.arch_cfg['level2_post_norm_block_ids'] == [5, 11, 17, 23, 29]
-    assert h.levels[0].blocks[0].dcn.dw_kernel_size == 5
+        model = InternImage(arch=arch)
+    official = {k: v for k, v in OFFICIAL[arch].items()
+                if k != 'use_clip_projector'}
+    assert {k: model.arch_cfg[k] for k in official} == official
+    defaults = {k: v for k, v in InternImage.arch_defaults.items()
+                if k not in official}
+    assert {k: model.arch_cfg[k] for k in defaults} == defaults
+    want = official_shapes(**official)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == want
 
 
 def test_explicit_arguments_override_arch():

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from internimage.checkpoint import (CHECKPOINT_KINDS,  # noqa: E402
                                     CheckpointError, convert_checkpoint,
-                                    read_checkpoint)
+                                    read_checkpoint, read_class_map)
 
 
 def parse_args(argv=None):
@@ -33,6 +33,11 @@ def parse_args(argv=None):
     parser.add_argument('--kind', choices=list(CHECKPOINT_KINDS),
                         help='skip detection and convert as this kind')
     parser.add_argument(
+        '--map-22k-to-1k', metavar='FILE',
+        help='keep only these classifier rows (integers, one per line), e.g. '
+        "the official meta_data/map22kto1k.txt to fine-tune a 22K model on "
+        'ImageNet-1K as the official code does')
+    parser.add_argument(
         '--trust-pickle', action='store_true',
         help='load a checkpoint that holds Python objects besides tensors '
         '(e.g. the training config); only for files you trust')
@@ -42,9 +47,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        rows = (read_class_map(args.map_22k_to_1k)
+                if args.map_22k_to_1k else None)
         checkpoint = read_checkpoint(args.src, trust_pickle=args.trust_pickle)
         converted = convert_checkpoint(checkpoint, key=args.key,
-                                       kind=args.kind, source=args.src)
+                                       kind=args.kind, source=args.src,
+                                       class_rows=rows)
     except CheckpointError as e:
         sys.exit(f'error: {e}')
     out_dir = osp.dirname(osp.abspath(args.dst))
