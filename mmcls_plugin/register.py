@@ -1,0 +1,7 @@
+# Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+"""Registers the shared InternImage classes into mmpretrain's registries."""
+from mmpretrain.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS
+
+from internimage.registry import register_into
+
+register_into(MODELS, OPTIM_WRAPPER_CONSTRUCTORS)

@@ -1,0 +1,130 @@
+# Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+"""mmpretrain classification: registration, head, official checkpoints."""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.runner import load_checkpoint
+from official_format import (TINY, TINY_CLIP, official_state_dict,
+                             reference_logits)
+
+import mmcls_plugin  # noqa: F401
+from internimage import CheckpointError, convert_checkpoint
+from mmpretrain.registry import MODELS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 10
+
+
+def classifier_cfg(flavour):
+    """An mmpretrain ImageClassifier like configs/mmpretrain's, tiny."""
+    arch = copy.deepcopy(TINY[flavour])
+    clip = flavour in ('h', 'g')
+    head = dict(type='InternImageClsHead', num_classes=NUM_CLASSES,
+                in_channels=arch['channels'] * 8)
+    if clip:
+        head.update(use_clip_projector=True, **TINY_CLIP)
+    return dict(
+        type='ImageClassifier',
+        backbone=dict(type='InternImage', arch=arch,
+                      out_indices=(2, 3) if clip else (3, )),
+        head=head)
+
+
+def official_classifier(flavour, dtype=torch.float64):
+    cfg = dict(TINY[flavour], num_classes=NUM_CLASSES)
+    if flavour in ('h', 'g'):
+        cfg.update(use_clip_projector=True, **TINY_CLIP)
+    return official_state_dict(dtype=dtype, **cfg), cfg
+
+
+def test_registered_in_mmpretrain():
+    assert MODELS.get('InternImage').__module__ == 'internimage.backbone'
+    model = MODELS.build(classifier_cfg('t'))
+    assert type(model.backbone).__name__ == 'InternImage'
+
+
+@pytest.mark.parametrize('flavour', ['t', 's', 'h', 'g'])
+def test_official_classifier_converts_and_gives_official_logits(
+        flavour, tmp_path):
+    sd, cfg = official_classifier(flavour)
+    src = tmp_path / 'official.pth'
+    torch.save({'model': sd, 'epoch': 299}, src)
+    converted = convert_checkpoint(torch.load(src), source=str(src))
+    assert converted['meta']['internimage_kind'] == 'classification'
+    dst = tmp_path / 'converted.pth'
+    torch.save(converted, dst)
+
+    model = MODELS.build(classifier_cfg(flavour)).double().eval()
+    load_checkpoint(model, str(dst), strict=True)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model(x, mode='tensor')
+        want = reference_logits(sd, x, **cfg)
+    assert logits.shape == (2, NUM_CLASSES)
+    torch.testing.assert_close(logits, want, rtol=1e-9, atol=1e-9)
+
+
+def test_convert_checkpoint_cli(tmp_path):
+    sd, _ = official_classifier('s', dtype=torch.float32)
+    src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'mm.pth'
+    torch.save({'model': sd}, src)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run(
+        [sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert 'classification checkpoint' in done.stdout
+    model = MODELS.build(classifier_cfg('s'))
+    load_checkpoint(model, str(dst), strict=True)
+    torch.testing.assert_close(model.head.fc.weight, sd['head.weight'])
+    # Unknown kinds fail with a message naming what was found.
+    torch.save({'model': {'encoder.weight': torch.zeros(2)}}, src)
+    done = subprocess.run(
+        [sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "not a known kind of InternImage checkpoint" in done.stderr
+    assert "['encoder']" in done.stderr
+
+
+def test_convert_checkpoint_kinds():
+    backbone = official_state_dict(dtype=torch.float32, **TINY['t'])
+    with pytest.raises(CheckpointError, match='backbone-only .* no conversion'):
+        convert_checkpoint({'model': backbone})
+    det = {f'backbone.{k}': v for k, v in backbone.items()}
+    det['roi_head.bbox_head.fc_cls.weight'] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match='detection checkpoints are'):
+        convert_checkpoint({'state_dict': det, 'meta': {}})
+    seg = {f'backbone.{k}': v for k, v in backbone.items()}
+    seg['decode_head.conv_seg.weight'] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match='segmentation checkpoints are'):
+        convert_checkpoint({'state_dict': seg})
+    with pytest.raises(CheckpointError, match='no entry .model_ema.'):
+        convert_checkpoint({'model': backbone}, key='model_ema')
+    cls, _ = official_classifier('t', dtype=torch.float32)
+    cls['levels.0.extra'] = torch.zeros(1)
+    cls['unknown.weight'] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r'no known .* unknown.weight'):
+        convert_checkpoint({'model': cls})
+    # EMA weights, with DataParallel's 'module.' prefix.
+    cls, _ = official_classifier('t', dtype=torch.float32)
+    out = convert_checkpoint(
+        {'model': {}, 'model_ema': {f'module.{k}': v for k, v in cls.items()}},
+        key='model_ema')
+    assert 'backbone.patch_embed.conv1.weight' in out['state_dict']
+
+
+def test_head_errors():
+    with pytest.raises(ValueError, match='num_classes must be positive'):
+        MODELS.build(dict(type='InternImageClsHead', num_classes=0,
+                          in_channels=8))
+    head = MODELS.build(dict(type='InternImageClsHead', num_classes=3,
+                             in_channels=16, use_clip_projector=True,
+                             **TINY_CLIP))
+    with pytest.raises(ValueError, match="last 2 backbone levels .* "
+                       "out_indices"):
+        head((torch.zeros(1, 16, 2, 2), ))
