@@ -128,7 +128,7 @@ setup(
     long_description_content_type='text/markdown',
     license='MIT',
     python_requires='>=3.9',
-    packages=find_packages(include=('ops_dcnv3*', 'mmcls_plugin*',
+    packages=find_packages(include=('ops_dcnv3*', 'internimage*', 'mmcls_plugin*',
                                     'mmdet_plugin*', 'mmseg_plugin*')),
     ext_modules=extensions(),
     cmdclass={'build_ext': BuildExtension},
