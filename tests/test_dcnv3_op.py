@@ -369,3 +369,32 @@ def test_grid_helpers_follow_the_spec():
     assert list(zip(dx.tolist(), dy.tolist())).count((0, 0)) == 0 and len(dx) == 8
     assert output_size(7, 9, 3, 5, 2, 1, 1, 2, 2, 1) == (3, 9)
     assert math.isclose(float(dx.abs().max()), 2.0)
+
+
+@pytest.mark.parametrize('name', ['k5_pad2_scale2', 'pad0_g8_center', 'anisotropic',
+                                  'k5_s2_d2_c64_center', 'mostly_outside_c32'])
+def test_cpu_instruction_set_paths_are_bit_identical(name, monkeypatch):
+    """The fp32 forward has an AVX2 path (used where the CPU has AVX2 and
+    D % 8 == 0); it must give exactly the baseline's bits."""
+    case = CASES[name]
+    x, off, mask = case.tensors(torch.float32)
+    fast = dcnv3(x, off, mask, *case.params(), 64, case.remove_center)
+    monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'baseline')
+    baseline = dcnv3(x, off, mask, *case.params(), 64, case.remove_center)
+    assert torch.equal(fast, baseline)
+
+
+def test_non_finite_input_gives_the_reference_answer():
+    """Neighbours outside the image contribute nothing, even where the input
+    holds Inf or NaN elsewhere (a kernel that clamped their index and weighted
+    it by 0 would turn 0 * Inf into NaN)."""
+    case = CASES['mostly_outside_c32']
+    x, off, mask = case.tensors(torch.float32)
+    x[0, 0, 0, :] = float('inf')
+    x[1, 2, 3, 5] = float('nan')
+    out = dcnv3(x, off, mask, *case.params(), 64, False)
+    ref = dcnv3_core_pytorch(x, off, mask, *case.params(), False)
+    assert torch.equal(out.isnan(), ref.isnan()) and torch.equal(out.isinf(), ref.isinf())
+    finite = ref.isfinite()
+    assert finite.any() and (~finite).any()
+    torch.testing.assert_close(out[finite], ref[finite], rtol=1e-5, atol=1e-5)

@@ -9,11 +9,18 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "../dcnv3_common.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#endif
 
 namespace ops_dcnv3 {
 namespace {
@@ -35,12 +42,18 @@ struct Taps {
   std::vector<int64_t> index;            // 4P, element offsets (backward)
   std::vector<opmath_t> weight, dx, dy;  // 4P
   std::vector<char> valid;               // 4P
+  std::vector<int32_t> offset32;         // 4P, padded (AVX2 forward)
   int count = 0;
 
+  // grid_x/grid_y are zero-padded to a multiple of 8 points, so that the
+  // AVX2 path can load them 8 at a time.
   explicit Taps(const Geometry& g)
-      : grid_x(g.points), grid_y(g.points), zeros(g.group_channels),
-        ptr(4 * g.points), index(4 * g.points), weight(4 * g.points),
-        dx(4 * g.points), dy(4 * g.points), valid(4 * g.points) {
+      : grid_x((g.points + 7) / 8 * 8), grid_y((g.points + 7) / 8 * 8),
+        zeros(g.group_channels),
+        ptr(4 * g.points), index(4 * g.points),
+        weight((g.points + 7) / 8 * 32),  // 4P, padded for the AVX2 path
+        dx(4 * g.points), dy(4 * g.points), valid(4 * g.points),
+        offset32((g.points + 7) / 8 * 32) {
     for (int p = 0; p < g.points; ++p) {
       int kx, ky;
       kernel_point(g, p, kx, ky);
@@ -160,6 +173,159 @@ __attribute__((noinline)) void weighted_sum(const scalar_t* const* ptr, const op
   }
 }
 
+// Instruction-set dispatch: the fp32 forward has an AVX2 version, taken
+// when the CPU has AVX2 (checked at run time, so the build stays portable).
+// OPS_DCNV3_CPU_ISA=baseline forces the baseline code (the tests compare the
+// two).
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define DCNV3_HAVE_AVX2 1
+#else
+#define DCNV3_HAVE_AVX2 0
+#endif
+
+bool use_avx2() {
+#if DCNV3_HAVE_AVX2
+  static const bool supported = __builtin_cpu_supports("avx2");
+  const char* isa = std::getenv("OPS_DCNV3_CPU_ISA");
+  return supported && !(isa && std::strcmp(isa, "baseline") == 0);
+#else
+  return false;
+#endif
+}
+
+#if DCNV3_HAVE_AVX2
+#define DCNV3_TARGET_AVX2 __attribute__((target("avx2")))
+
+// True when no element of x[0:n] is Inf or NaN.
+DCNV3_TARGET_AVX2 bool all_finite_avx2(const float* x, int64_t n) {
+  __m256 bad = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_sub_ps(v, v), _mm256_setzero_ps(),
+                                          _CMP_NEQ_UQ));
+  }
+  bool ok = _mm256_movemask_ps(bad) == 0;
+  for (; i < n; ++i) ok &= (x[i] - x[i] == 0.f);
+  return ok;
+}
+
+// 4 vectors of 8 (one per neighbour k, lanes = points) -> 32 values in
+// point-major order [p][k], the tap order of the baseline code.
+DCNV3_TARGET_AVX2 inline void store_point_major(float* dst, __m256 k0,
+                                                __m256 k1, __m256 k2,
+                                                __m256 k3) {
+  const __m256 t0 = _mm256_unpacklo_ps(k0, k1), t1 = _mm256_unpackhi_ps(k0, k1);
+  const __m256 t2 = _mm256_unpacklo_ps(k2, k3), t3 = _mm256_unpackhi_ps(k2, k3);
+  const __m256 p04 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 p15 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 p26 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 p37 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(p04, p15, 0x20));
+  _mm256_storeu_ps(dst + 8, _mm256_permute2f128_ps(p26, p37, 0x20));
+  _mm256_storeu_ps(dst + 16, _mm256_permute2f128_ps(p04, p15, 0x31));
+  _mm256_storeu_ps(dst + 24, _mm256_permute2f128_ps(p26, p37, 0x31));
+}
+
+// Forward of one (pixel, group), fp32, D a multiple of 8, finite input
+// smaller than 2^31 elements: the taps of 8 points at a time in vector
+// registers. A neighbour outside the image gets weight 0 and offset 0 (the
+// input is finite, so 0 * value adds exactly what the baseline's zero row
+// adds). Same operations (no FMA) and tap order as the baseline, so the
+// output is bit-identical to it.
+DCNV3_TARGET_AVX2 __attribute__((noinline)) void forward_group_avx2(
+    const Geometry& g, float cx, float cy, const float* __restrict__ gx,
+    const float* __restrict__ gy, const float* __restrict__ in_g,
+    const float* __restrict__ off, const float* __restrict__ msk,
+    int32_t* __restrict__ taps_off, float* __restrict__ taps_w,
+    float* __restrict__ out) {
+  const int P = g.points, D = g.group_channels;
+  const int C = g.channels, row = g.width * g.channels;
+  const __m256 s = _mm256_set1_ps(static_cast<float>(g.offset_scale));
+  const __m256 vcx = _mm256_set1_ps(cx), vcy = _mm256_set1_ps(cy);
+  const __m256 minus1 = _mm256_set1_ps(-1.f), one = _mm256_set1_ps(1.f);
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 W = _mm256_set1_ps(static_cast<float>(g.width));
+  const __m256 H = _mm256_set1_ps(static_cast<float>(g.height));
+  const __m256i vC = _mm256_set1_epi32(C), vrow = _mm256_set1_epi32(row);
+  alignas(32) float pad[16], mpad[8];
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    const float *o = off + 2 * p0, *mk = msk + p0;
+    if (P - p0 < 8) {  // the tail, zero-padded (padding points get weight 0)
+      const int lanes = P - p0;
+      for (int k = 0; k < 16; ++k) pad[k] = k < 2 * lanes ? o[k] : 0.f;
+      for (int k = 0; k < 8; ++k) mpad[k] = k < lanes ? mk[k] : 0.f;
+      o = pad;
+      mk = mpad;
+    }
+    // (x0 y0 x1 y1 ...) -> x0..x7 and y0..y7
+    const __m256 a = _mm256_loadu_ps(o), b = _mm256_loadu_ps(o + 8);
+    const __m256 ox = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+    const __m256 oy = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+    __m256 x = _mm256_add_ps(vcx, _mm256_mul_ps(s, _mm256_add_ps(_mm256_loadu_ps(gx + p0), ox)));
+    __m256 y = _mm256_add_ps(vcy, _mm256_mul_ps(s, _mm256_add_ps(_mm256_loadu_ps(gy + p0), oy)));
+    const __m256 inside = _mm256_and_ps(
+        _mm256_and_ps(_mm256_cmp_ps(x, minus1, _CMP_GT_OQ), _mm256_cmp_ps(y, minus1, _CMP_GT_OQ)),
+        _mm256_and_ps(_mm256_cmp_ps(x, W, _CMP_LT_OQ), _mm256_cmp_ps(y, H, _CMP_LT_OQ)));
+    const __m256 m = _mm256_and_ps(_mm256_loadu_ps(mk), inside);
+    x = _mm256_and_ps(x, inside);
+    y = _mm256_and_ps(y, inside);
+    const __m256 fx = _mm256_floor_ps(x), fy = _mm256_floor_ps(y);
+    const __m256 lx = _mm256_sub_ps(x, fx), ly = _mm256_sub_ps(y, fy);
+    const __m256 hx = _mm256_sub_ps(one, lx), hy = _mm256_sub_ps(one, ly);
+    const __m256 vx0 = _mm256_cmp_ps(fx, zero, _CMP_GE_OQ);
+    const __m256 vx1 = _mm256_cmp_ps(_mm256_add_ps(fx, one), W, _CMP_LT_OQ);
+    const __m256 vy0 = _mm256_and_ps(inside, _mm256_cmp_ps(fy, zero, _CMP_GE_OQ));
+    const __m256 vy1 = _mm256_and_ps(inside, _mm256_cmp_ps(_mm256_add_ps(fy, one), H, _CMP_LT_OQ));
+    const __m256 v00 = _mm256_and_ps(vy0, vx0), v01 = _mm256_and_ps(vy0, vx1);
+    const __m256 v10 = _mm256_and_ps(vy1, vx0), v11 = _mm256_and_ps(vy1, vx1);
+    // Weights as the baseline computes them (hy * hx * m, ...), zeroed for
+    // neighbours outside the image.
+    store_point_major(
+        taps_w + 4 * p0,
+        _mm256_and_ps(v00, _mm256_mul_ps(_mm256_mul_ps(hy, hx), m)),
+        _mm256_and_ps(v01, _mm256_mul_ps(_mm256_mul_ps(hy, lx), m)),
+        _mm256_and_ps(v10, _mm256_mul_ps(_mm256_mul_ps(ly, hx), m)),
+        _mm256_and_ps(v11, _mm256_mul_ps(_mm256_mul_ps(ly, lx), m)));
+    // Element offsets of the four neighbours, 0 where outside.
+    const __m256i base = _mm256_add_epi32(
+        _mm256_mullo_epi32(_mm256_cvttps_epi32(fy), vrow),
+        _mm256_mullo_epi32(_mm256_cvttps_epi32(fx), vC));
+    const __m256i o01 = _mm256_add_epi32(base, vC), o10 = _mm256_add_epi32(base, vrow);
+    const __m256i o11 = _mm256_add_epi32(o10, vC);
+    store_point_major(
+        reinterpret_cast<float*>(taps_off + 4 * p0),
+        _mm256_and_ps(v00, _mm256_castsi256_ps(base)),
+        _mm256_and_ps(v01, _mm256_castsi256_ps(o01)),
+        _mm256_and_ps(v10, _mm256_castsi256_ps(o10)),
+        _mm256_and_ps(v11, _mm256_castsi256_ps(o11)));
+  }
+  const int taps = 4 * P;
+  int d0 = 0;
+  for (; d0 + 16 <= D; d0 += 16) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int t = 0; t < taps; ++t) {
+      const __m256 w = _mm256_set1_ps(taps_w[t]);
+      const float* v = in_g + taps_off[t] + d0;
+      acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(w, _mm256_loadu_ps(v)));
+      acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(w, _mm256_loadu_ps(v + 8)));
+    }
+    _mm256_storeu_ps(out + d0, acc0);
+    _mm256_storeu_ps(out + d0 + 8, acc1);
+  }
+  for (; d0 < D; d0 += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int t = 0; t < taps; ++t) {
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(taps_w[t]),
+                                             _mm256_loadu_ps(in_g + taps_off[t] + d0)));
+    }
+    _mm256_storeu_ps(out + d0, acc);
+  }
+}
+#endif
+
 template <typename scalar_t, int B>
 void forward_kernel(const Geometry& g, const scalar_t* input,
                     const scalar_t* offset, const scalar_t* mask,
@@ -168,6 +334,13 @@ void forward_kernel(const Geometry& g, const scalar_t* input,
   const int D = g.group_channels, C = g.channels, P = g.points;
   const int64_t pixels = g.batch * g.h_out * g.w_out;
   const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
+#if DCNV3_HAVE_AVX2
+  bool avx2 = false;
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    avx2 = D % 8 == 0 && image < (int64_t(1) << 31) && use_avx2() &&
+           all_finite_avx2(input, g.batch * image);
+  }
+#endif
   at::parallel_for(
       0, pixels, grain_for(int64_t(g.group) * P * (4 * D + 32)),
       [&](int64_t begin, int64_t end) {
@@ -178,10 +351,24 @@ void forward_kernel(const Geometry& g, const scalar_t* input,
           const int j = static_cast<int>(q % g.w_out);
           for (int grp = 0; grp < g.group; ++grp) {
             const int64_t k0 = (q * g.group + grp) * P;
-            taps.gather_dense(g, i, j, input + n * image + grp * D,
-                              offset + 2 * k0, mask + k0);
+            const scalar_t* in_g = input + n * image + grp * D;
+            scalar_t* out = output + q * C + grp * D;
+#if DCNV3_HAVE_AVX2
+            if constexpr (std::is_same<scalar_t, float>::value) {
+              if (avx2) {
+                opmath_t cx, cy;
+                centre_location(g, i, j, cx, cy);
+                forward_group_avx2(g, cx, cy, taps.grid_x.data(),
+                                   taps.grid_y.data(), in_g, offset + 2 * k0,
+                                   mask + k0, taps.offset32.data(),
+                                   taps.weight.data(), out);
+                continue;
+              }
+            }
+#endif
+            taps.gather_dense(g, i, j, in_g, offset + 2 * k0, mask + k0);
             weighted_sum<B>(taps.ptr.data(), taps.weight.data(), taps.count,
-                            D, output + q * C + grp * D);
+                            D, out);
           }
         }
       });
