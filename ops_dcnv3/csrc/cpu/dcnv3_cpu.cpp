@@ -42,7 +42,8 @@ struct Taps {
   std::vector<int64_t> index;            // 4P, element offsets (backward)
   std::vector<opmath_t> weight, dx, dy;  // 4P
   std::vector<char> valid;               // 4P
-  std::vector<int32_t> offset32;         // 4P, padded (AVX2 forward)
+  std::vector<int32_t> offset32;         // 4P, padded (AVX2 paths)
+  std::vector<int32_t> valid32;          // 4P, padded (AVX2 backward)
   int count = 0;
 
   // grid_x/grid_y are zero-padded to a multiple of 8 points, so that the
@@ -52,8 +53,9 @@ struct Taps {
         zeros(g.group_channels),
         ptr(4 * g.points), index(4 * g.points),
         weight((g.points + 7) / 8 * 32),  // 4P, padded for the AVX2 path
-        dx(4 * g.points), dy(4 * g.points), valid(4 * g.points),
-        offset32((g.points + 7) / 8 * 32) {
+        dx((g.points + 7) / 8 * 32), dy((g.points + 7) / 8 * 32),
+        valid(4 * g.points), offset32((g.points + 7) / 8 * 32),
+        valid32((g.points + 7) / 8 * 32) {
     for (int p = 0; p < g.points; ++p) {
       int kx, ky;
       kernel_point(g, p, kx, ky);
@@ -439,12 +441,79 @@ __attribute__((noinline)) void backward_taps(
 }
 
 #if DCNV3_HAVE_AVX2
+// gather_dense_grad for fp32, 8 points at a time: per tap its element offset
+// (0 outside the image), bilinear weight and derivatives, and validity (all
+// ones or 0), in the baseline's tap order and with its operations.
+DCNV3_TARGET_AVX2 __attribute__((noinline)) void gather_grad_avx2(
+    const Geometry& g, float cx, float cy, const float* __restrict__ gx,
+    const float* __restrict__ gy, const float* __restrict__ off,
+    int32_t* __restrict__ taps_off, float* __restrict__ taps_w,
+    float* __restrict__ taps_dx, float* __restrict__ taps_dy,
+    int32_t* __restrict__ taps_ok) {
+  const int P = g.points;
+  const __m256 s = _mm256_set1_ps(static_cast<float>(g.offset_scale));
+  const __m256 vcx = _mm256_set1_ps(cx), vcy = _mm256_set1_ps(cy);
+  const __m256 minus1 = _mm256_set1_ps(-1.f), one = _mm256_set1_ps(1.f);
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 W = _mm256_set1_ps(static_cast<float>(g.width));
+  const __m256 H = _mm256_set1_ps(static_cast<float>(g.height));
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256i vC = _mm256_set1_epi32(g.channels);
+  const __m256i vrow = _mm256_set1_epi32(g.width * g.channels);
+  alignas(32) float pad[16];
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    const float* o = off + 2 * p0;
+    if (P - p0 < 8) {
+      for (int k = 0; k < 16; ++k) pad[k] = k < 2 * (P - p0) ? o[k] : 0.f;
+      o = pad;
+    }
+    const __m256 a = _mm256_loadu_ps(o), b = _mm256_loadu_ps(o + 8);
+    const __m256 ox = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+    const __m256 oy = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+    __m256 x = _mm256_add_ps(vcx, _mm256_mul_ps(s, _mm256_add_ps(_mm256_loadu_ps(gx + p0), ox)));
+    __m256 y = _mm256_add_ps(vcy, _mm256_mul_ps(s, _mm256_add_ps(_mm256_loadu_ps(gy + p0), oy)));
+    const __m256 inside = _mm256_and_ps(
+        _mm256_and_ps(_mm256_cmp_ps(x, minus1, _CMP_GT_OQ), _mm256_cmp_ps(y, minus1, _CMP_GT_OQ)),
+        _mm256_and_ps(_mm256_cmp_ps(x, W, _CMP_LT_OQ), _mm256_cmp_ps(y, H, _CMP_LT_OQ)));
+    x = _mm256_and_ps(x, inside);
+    y = _mm256_and_ps(y, inside);
+    const __m256 fx = _mm256_floor_ps(x), fy = _mm256_floor_ps(y);
+    const __m256 lx = _mm256_sub_ps(x, fx), ly = _mm256_sub_ps(y, fy);
+    const __m256 hx = _mm256_sub_ps(one, lx), hy = _mm256_sub_ps(one, ly);
+    const __m256 vx0 = _mm256_cmp_ps(fx, zero, _CMP_GE_OQ);
+    const __m256 vx1 = _mm256_cmp_ps(_mm256_add_ps(fx, one), W, _CMP_LT_OQ);
+    const __m256 vy0 = _mm256_and_ps(inside, _mm256_cmp_ps(fy, zero, _CMP_GE_OQ));
+    const __m256 vy1 = _mm256_and_ps(inside, _mm256_cmp_ps(_mm256_add_ps(fy, one), H, _CMP_LT_OQ));
+    const __m256 v00 = _mm256_and_ps(vy0, vx0), v01 = _mm256_and_ps(vy0, vx1);
+    const __m256 v10 = _mm256_and_ps(vy1, vx0), v11 = _mm256_and_ps(vy1, vx1);
+    const int t = 4 * p0;
+    store_point_major(taps_w + t, _mm256_mul_ps(hy, hx), _mm256_mul_ps(hy, lx),
+                      _mm256_mul_ps(ly, hx), _mm256_mul_ps(ly, lx));
+    store_point_major(taps_dx + t, _mm256_xor_ps(hy, sign), hy,
+                      _mm256_xor_ps(ly, sign), ly);
+    store_point_major(taps_dy + t, _mm256_xor_ps(hx, sign),
+                      _mm256_xor_ps(lx, sign), hx, lx);
+    store_point_major(reinterpret_cast<float*>(taps_ok + t), v00, v01, v10, v11);
+    const __m256i base = _mm256_add_epi32(
+        _mm256_mullo_epi32(_mm256_cvttps_epi32(fy), vrow),
+        _mm256_mullo_epi32(_mm256_cvttps_epi32(fx), vC));
+    const __m256i o10 = _mm256_add_epi32(base, vrow);
+    store_point_major(reinterpret_cast<float*>(taps_off + t),
+                      _mm256_and_ps(v00, _mm256_castsi256_ps(base)),
+                      _mm256_and_ps(v01, _mm256_castsi256_ps(_mm256_add_epi32(base, vC))),
+                      _mm256_and_ps(v10, _mm256_castsi256_ps(o10)),
+                      _mm256_and_ps(v11, _mm256_castsi256_ps(_mm256_add_epi32(o10, vC))));
+  }
+}
+
 // backward_taps for fp32 with D a multiple of 8, AVX2: the grad_input
 // scatter 8 channels wide, the four dot products of a point at once (a
 // neighbour outside the image reads the gradient row instead and is then
 // ignored). Same operations and order as backward_taps: bit-identical.
 DCNV3_TARGET_AVX2 __attribute__((noinline)) void backward_taps_avx2(
-    const int64_t* __restrict__ index, const char* __restrict__ valid,
+    const int32_t* __restrict__ index, const int32_t* __restrict__ valid,
     const float* __restrict__ weight, const float* __restrict__ wdx,
     const float* __restrict__ wdy, int P, const float* __restrict__ go,
     const float* __restrict__ in_g, float* __restrict__ gin_g,
@@ -518,7 +587,8 @@ void backward_kernel(const Geometry& g, const scalar_t* grad_out,
   }
   const int slice = (D + slices - 1) / slices;
 #if DCNV3_HAVE_AVX2
-  const bool avx2 = std::is_same<scalar_t, float>::value && D % 8 == 0 && use_avx2();
+  const bool avx2 = std::is_same<scalar_t, float>::value && D % 8 == 0 &&
+                    image < (int64_t(1) << 31) && use_avx2();
 #endif
   at::parallel_for(
       0, g.batch * g.group * slices, 1, [&](int64_t begin, int64_t end) {
@@ -536,13 +606,19 @@ void backward_kernel(const Geometry& g, const scalar_t* grad_out,
             for (int j = 0; j < g.w_out; ++j) {
               const int64_t q = (n * g.h_out + i) * g.w_out + j;
               const int64_t k0 = (q * g.group + grp) * P;
-              taps.gather_dense_grad(g, i, j, offset + 2 * k0);
               const scalar_t* go_q = grad_out + q * C + grp * D;
               for (int d = 0; d < D; ++d) go[d] = static_cast<opmath_t>(go_q[d]);
 #if DCNV3_HAVE_AVX2
               if constexpr (std::is_same<scalar_t, float>::value) {
                 if (avx2) {
-                  backward_taps_avx2(taps.index.data(), taps.valid.data(),
+                  opmath_t cx, cy;
+                  centre_location(g, i, j, cx, cy);
+                  gather_grad_avx2(g, cx, cy, taps.grid_x.data(),
+                                   taps.grid_y.data(), offset + 2 * k0,
+                                   taps.offset32.data(), taps.weight.data(),
+                                   taps.dx.data(), taps.dy.data(),
+                                   taps.valid32.data());
+                  backward_taps_avx2(taps.offset32.data(), taps.valid32.data(),
                                      taps.weight.data(), taps.dx.data(),
                                      taps.dy.data(), P, go.data(), in_g, gin_g,
                                      mask + k0, D, d_begin, d_end, part == 0,
@@ -552,6 +628,7 @@ void backward_kernel(const Geometry& g, const scalar_t* grad_out,
                 }
               }
 #endif
+              taps.gather_dense_grad(g, i, j, offset + 2 * k0);
               backward_taps(taps.index.data(), taps.valid.data(),
                             taps.weight.data(), taps.dx.data(), taps.dy.data(),
                             P, go.data(), in_g, gin_g, mask + k0, D, d_begin,
