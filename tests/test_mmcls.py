@@ -128,3 +128,25 @@ def test_head_errors():
     with pytest.raises(ValueError, match="last 2 backbone levels .* "
                        "out_indices"):
         head((torch.zeros(1, 16, 2, 2), ))
+
+
+def test_image_demo_on_a_shipped_image(tmp_path):
+    """tools/image_demo.py classifies matplotlib's sample photograph with an
+    official-format checkpoint (random weights: only the format is
+    checked)."""
+    from official_format import OFFICIAL
+    sd = official_state_dict(dtype=torch.float32, num_classes=1000,
+                             **OFFICIAL['t'])
+    ckpt = tmp_path / 'internimage_t_1k_224.pth'
+    torch.save({'model': sd}, ckpt)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run(
+        [sys.executable, 'tools/image_demo.py',
+         'configs/mmpretrain/internimage-t_8xb128_in1k-224px.py', str(ckpt),
+         '--topk', '3'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert lines[-4].endswith('grace_hopper.jpg:')
+    scores = [float(line.split()[0]) for line in lines[-3:]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
