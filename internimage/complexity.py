@@ -224,12 +224,12 @@ def build_from_config(cfg, device: str = 'meta') -> nn.Module:
     """Build ``cfg.model`` (an mmengine Config of any OpenMMLab 2.0 library:
     its ``default_scope`` and ``custom_imports`` are honoured) on
     ``device``; 'meta' allocates nothing."""
-    from mmengine.registry import MODELS, init_default_scope
+    from mmengine.registry import MODELS, DefaultScope
     from mmengine.utils import import_modules_from_strings
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(cfg.get('default_scope', 'mmengine'))
-    with torch.device(device):
+    scope = cfg.get('default_scope', 'mmengine')
+    with DefaultScope.overwrite_default_scope(scope), torch.device(device):
         return MODELS.build(cfg.model)
 
 

@@ -78,7 +78,7 @@ def main(argv=None):
     try:
         results = classify(args.config, args.checkpoint, img, args.topk,
                            args.device)
-    except CheckpointError as e:
+    except (CheckpointError, FileNotFoundError) as e:
         sys.exit(f'error: {e}')
     print(f'{img}:')
     for index, name, score in results:
