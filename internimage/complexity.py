@@ -228,9 +228,13 @@ def build_from_config(cfg, device: str = 'meta') -> nn.Module:
     from mmengine.utils import import_modules_from_strings
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        # mmpretrain configs keep it at the top level (its Runner moves it)
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     scope = cfg.get('default_scope', 'mmengine')
     with DefaultScope.overwrite_default_scope(scope), torch.device(device):
-        return MODELS.build(cfg.model)
+        return MODELS.build(model_cfg)
 
 
 def test_shape(cfg) -> Tuple[int, int]:

@@ -130,23 +130,54 @@ def test_head_errors():
         head((torch.zeros(1, 16, 2, 2), ))
 
 
-def test_image_demo_on_a_shipped_image(tmp_path):
+def test_image_demo_on_a_shipped_image(tmp_path, capsys):
     """tools/image_demo.py classifies matplotlib's sample photograph with an
-    official-format checkpoint (random weights: only the format is
-    checked)."""
+    official-format checkpoint (random weights: the format, the
+    preprocessing and the output are checked, not the class)."""
+    import importlib.util
+
+    import numpy as np
     from official_format import OFFICIAL
+    from PIL import Image
+    spec = importlib.util.spec_from_file_location(
+        'image_demo', os.path.join(ROOT, 'tools/image_demo.py'))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+
     sd = official_state_dict(dtype=torch.float32, num_classes=1000,
                              **OFFICIAL['t'])
     ckpt = tmp_path / 'internimage_t_1k_224.pth'
     torch.save({'model': sd}, ckpt)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run(
-        [sys.executable, 'tools/image_demo.py',
-         'configs/mmpretrain/internimage-t_8xb128_in1k-224px.py', str(ckpt),
-         '--topk', '3'],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.strip().splitlines()
+    seen = []
+    from internimage import InternImage
+    original = InternImage.forward
+
+    def spy(self, x):
+        seen.append(x.detach().clone())
+        return original(self, x)
+
+    InternImage.forward = spy
+    try:
+        demo.main([os.path.join(ROOT, 'configs/mmpretrain/'
+                                'internimage-t_8xb128_in1k-224px.py'),
+                   str(ckpt), '--topk', '3'])
+    finally:
+        InternImage.forward = original
+    lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-4].endswith('grace_hopper.jpg:')
     scores = [float(line.split()[0]) for line in lines[-3:]]
     assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+    # The backbone saw the image resized, centre-cropped, in RGB and
+    # normalised with the ImageNet statistics, as the config says.
+    img = Image.open(demo.sample_image()).convert('RGB')
+    w, h = img.size
+    scale = 224 / min(w, h)
+    img = img.resize((round(w * scale), round(h * scale)), Image.BICUBIC)
+    left, top = (img.size[0] - 224) // 2, (img.size[1] - 224) // 2
+    img = np.asarray(img.crop((left, top, left + 224, top + 224)),
+                     dtype=np.float32)
+    want = (img - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]
+    got = seen[0][0].permute(1, 2, 0).numpy()
+    assert got.shape == want.shape
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.98
+    assert abs(got.mean() - want.mean()) < 0.05

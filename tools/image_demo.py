@@ -15,6 +15,7 @@ import sys
 import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
+from mmengine.registry import DefaultScope
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from internimage.checkpoint import (CheckpointError,  # noqa: E402
@@ -59,7 +60,8 @@ def classify(config, checkpoint, img, topk=5, device='cpu'):
     model = build_from_config(cfg, device='cpu')
     load_weights(model, checkpoint)
     model = model.to(device).eval()
-    pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
     batch = pseudo_collate([pipeline(dict(img_path=img))])
     with torch.no_grad():
         sample = model.test_step(batch)[0]
