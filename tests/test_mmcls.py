@@ -2,8 +2,6 @@
 """mmpretrain classification: registration, head, official checkpoints."""
 import copy
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -68,27 +66,22 @@ def test_official_classifier_converts_and_gives_official_logits(
     torch.testing.assert_close(logits, want, rtol=1e-9, atol=1e-9)
 
 
-def test_convert_checkpoint_cli(tmp_path):
+def test_convert_checkpoint_cli(tmp_path, tool, capsys):
     sd, _ = official_classifier('s', dtype=torch.float32)
     src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'mm.pth'
     torch.save({'model': sd}, src)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run(
-        [sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert 'classification checkpoint' in done.stdout
+    convert = tool('convert_checkpoint')
+    convert.main([str(src), str(dst)])
+    assert 'classification checkpoint' in capsys.readouterr().out
     model = MODELS.build(classifier_cfg('s'))
     load_checkpoint(model, str(dst), strict=True)
     torch.testing.assert_close(model.head.fc.weight, sd['head.weight'])
     # Unknown kinds fail with a message naming what was found.
     torch.save({'model': {'encoder.weight': torch.zeros(2)}}, src)
-    done = subprocess.run(
-        [sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0
-    assert "not a known kind of InternImage checkpoint" in done.stderr
-    assert "['encoder']" in done.stderr
+    with pytest.raises(SystemExit) as exit_:
+        convert.main([str(src), str(dst)])
+    assert 'not a known kind of InternImage checkpoint' in str(exit_.value)
+    assert "['encoder']" in str(exit_.value)
 
 
 def test_convert_checkpoint_kinds():
@@ -130,19 +123,14 @@ def test_head_errors():
         head((torch.zeros(1, 16, 2, 2), ))
 
 
-def test_image_demo_on_a_shipped_image(tmp_path, capsys):
+def test_image_demo_on_a_shipped_image(tmp_path, tool, capsys):
     """tools/image_demo.py classifies matplotlib's sample photograph with an
     official-format checkpoint (random weights: the format, the
     preprocessing and the output are checked, not the class)."""
-    import importlib.util
-
     import numpy as np
     from official_format import OFFICIAL
     from PIL import Image
-    spec = importlib.util.spec_from_file_location(
-        'image_demo', os.path.join(ROOT, 'tools/image_demo.py'))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = tool('image_demo')
 
     sd = official_state_dict(dtype=torch.float32, num_classes=1000,
                              **OFFICIAL['t'])

@@ -4,8 +4,6 @@ them."""
 import copy
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -46,14 +44,6 @@ FLOPS = {'t': 5, 's': 8, 'b': 16, 'l': 108, 'xl': 163, 'h': 1478, 'g': 2700}
 def config(size):
     return Config.fromfile(
         os.path.join(ROOT, 'configs/mmpretrain', CONFIGS[size] + '.py'))
-
-
-def run_tool(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
 
 
 def test_official_parameter_counts():
@@ -118,16 +108,19 @@ def test_flops_within_5_percent_of_the_paper_h_g(size):
     assert abs(result['flops'] / 1e9 - FLOPS[size]) / FLOPS[size] < 0.05
 
 
-def test_get_flops_cli():
-    out = run_tool('tools/get_flops.py',
-                   'configs/mmpretrain/internimage-t_8xb128_in1k-224px.py',
-                   '--shape', '256')
+def test_get_flops_cli(tool, capsys):
+    tool('get_flops').main([
+        os.path.join(ROOT,
+                     'configs/mmpretrain/internimage-t_8xb128_in1k-224px.py'),
+        '--shape', '256'
+    ])
+    out = capsys.readouterr().out
     assert 'Input shape: (1, 3, 256, 256)' in out
     assert 'Params: 29.92 M (29918424)' in out
     assert 'dcnv3_forward' in out
 
 
-def test_paper_tables_cli_with_a_checkpoint(tmp_path):
+def test_paper_tables_cli_with_a_checkpoint(tmp_path, tool, capsys):
     """Counts beside the paper's, and an official checkpoint evaluated on a
     tiny ImageNet-format validation set."""
     ckpts = tmp_path / 'ckpts'
@@ -145,11 +138,14 @@ def test_paper_tables_cli_with_a_checkpoint(tmp_path):
         Image.fromarray(img).save(data / 'val' / f'{i}.JPEG')
         lines.append(f'{i}.JPEG {i}')
     (data / 'meta' / 'val.txt').write_text('\n'.join(lines) + '\n')
-    out = run_tool(
-        'tools/paper_tables.py', '--models', CONFIGS['t'],
-        '--checkpoint-dir', str(ckpts), '--work-dir', str(tmp_path / 'work'),
-        '--cfg-options', f'test_dataloader.dataset.data_root={data}',
-        'test_dataloader.batch_size=2', 'test_dataloader.num_workers=0')
+    tool('paper_tables').main([
+        '--models', CONFIGS['t'], '--checkpoint-dir',
+        str(ckpts), '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options',
+        f'test_dataloader.dataset.data_root={data}',
+        'test_dataloader.batch_size=2', 'test_dataloader.num_workers=0'
+    ])
+    out = capsys.readouterr().out
     row = [line for line in out.splitlines()
            if line.startswith(f'| {CONFIGS["t"]}')]
     assert len(row) == 1, out
