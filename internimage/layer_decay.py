@@ -103,8 +103,9 @@ class InternImageLayerDecayOptimWrapperConstructor(
         if unknown:
             raise ValueError(
                 f'{type(self).__name__}: unknown paramwise_cfg keys {unknown}'
-                f' (the official scheme has no custom_keys or *_mult); '
-                f'known: {list(self.KEYS)}')
+                f'; known: {list(self.KEYS)}. (The official constructor '
+                'silently ignores custom_keys and *_mult: drop them to '
+                'reproduce an official config.)')
         style = paramwise_cfg.setdefault('decay_style', 'detection')
         if style not in self.STYLES:
             raise ValueError(f'{type(self).__name__}: decay_style must be one '

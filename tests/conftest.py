@@ -1,6 +1,9 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+import importlib.util
 import os
 import sys
+
+import pytest
 
 # Tests import the project's packages from this checkout.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -12,3 +15,16 @@ def pytest_configure(config):
     config.addinivalue_line(
         'markers', 'slow: full-size runs (> ~20 s); their small versions '
         'run unmarked')
+
+
+@pytest.fixture
+def tool():
+    """``tool('get_flops')`` imports tools/get_flops.py, so that a test runs
+    its ``main(argv)`` in-process (a subprocess costs seconds of imports)."""
+    def load(name):
+        spec = importlib.util.spec_from_file_location(
+            f'tools_{name}', os.path.join(ROOT, 'tools', f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -2,8 +2,6 @@
 """mmpretrain classification: registration, head, official checkpoints."""
 import copy
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -68,32 +66,27 @@ def test_official_classifier_converts_and_gives_official_logits(
     torch.testing.assert_close(logits, want, rtol=1e-9, atol=1e-9)
 
 
-def test_convert_checkpoint_cli(tmp_path):
+def test_convert_checkpoint_cli(tmp_path, tool, capsys):
     sd, _ = official_classifier('s', dtype=torch.float32)
     src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'mm.pth'
     torch.save({'model': sd}, src)
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run(
-        [sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert 'classification checkpoint' in done.stdout
+    convert = tool('convert_checkpoint')
+    convert.main([str(src), str(dst)])
+    assert 'classification checkpoint' in capsys.readouterr().out
     model = MODELS.build(classifier_cfg('s'))
     load_checkpoint(model, str(dst), strict=True)
     torch.testing.assert_close(model.head.fc.weight, sd['head.weight'])
     # Unknown kinds fail with a message naming what was found.
     torch.save({'model': {'encoder.weight': torch.zeros(2)}}, src)
-    done = subprocess.run(
-        [sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0
-    assert "not a known kind of InternImage checkpoint" in done.stderr
-    assert "['encoder']" in done.stderr
+    with pytest.raises(SystemExit) as exit_:
+        convert.main([str(src), str(dst)])
+    assert 'not a known kind of InternImage checkpoint' in str(exit_.value)
+    assert "['encoder']" in str(exit_.value)
 
 
 def test_convert_checkpoint_kinds():
     backbone = official_state_dict(dtype=torch.float32, **TINY['t'])
-    with pytest.raises(CheckpointError, match='backbone-only .* no conversion'):
+    with pytest.raises(CheckpointError, match='needs no conversion'):
         convert_checkpoint({'model': backbone})
     det = {f'backbone.{k}': v for k, v in backbone.items()}
     det['roi_head.bbox_head.fc_cls.weight'] = torch.zeros(1)
@@ -128,3 +121,51 @@ def test_head_errors():
     with pytest.raises(ValueError, match="last 2 backbone levels .* "
                        "out_indices"):
         head((torch.zeros(1, 16, 2, 2), ))
+
+
+def test_image_demo_on_a_shipped_image(tmp_path, tool, capsys):
+    """tools/image_demo.py classifies matplotlib's sample photograph with an
+    official-format checkpoint (random weights: the format, the
+    preprocessing and the output are checked, not the class)."""
+    import numpy as np
+    from official_format import OFFICIAL
+    from PIL import Image
+    demo = tool('image_demo')
+
+    sd = official_state_dict(dtype=torch.float32, num_classes=1000,
+                             **OFFICIAL['t'])
+    ckpt = tmp_path / 'internimage_t_1k_224.pth'
+    torch.save({'model': sd}, ckpt)
+    seen = []
+    from internimage import InternImage
+    original = InternImage.forward
+
+    def spy(self, x):
+        seen.append(x.detach().clone())
+        return original(self, x)
+
+    InternImage.forward = spy
+    try:
+        demo.main([os.path.join(ROOT, 'configs/mmpretrain/'
+                                'internimage-t_8xb128_in1k-224px.py'),
+                   str(ckpt), '--topk', '3'])
+    finally:
+        InternImage.forward = original
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-4].endswith('grace_hopper.jpg:')
+    scores = [float(line.split()[0]) for line in lines[-3:]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+    # The backbone saw the image resized, centre-cropped, in RGB and
+    # normalised with the ImageNet statistics, as the config says.
+    img = Image.open(demo.sample_image()).convert('RGB')
+    w, h = img.size
+    scale = 224 / min(w, h)
+    img = img.resize((round(w * scale), round(h * scale)), Image.BICUBIC)
+    left, top = (img.size[0] - 224) // 2, (img.size[1] - 224) // 2
+    img = np.asarray(img.crop((left, top, left + 224, top + 224)),
+                     dtype=np.float32)
+    want = (img - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]
+    got = seen[0][0].permute(1, 2, 0).numpy()
+    assert got.shape == want.shape
+    assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.98
+    assert abs(got.mean() - want.mean()) < 0.05

@@ -53,7 +53,7 @@ def main(argv=None):
         converted = convert_checkpoint(checkpoint, key=args.key,
                                        kind=args.kind, source=args.src,
                                        class_rows=rows)
-    except CheckpointError as e:
+    except (CheckpointError, FileNotFoundError) as e:
         sys.exit(f'error: {e}')
     out_dir = osp.dirname(osp.abspath(args.dst))
     os.makedirs(out_dir, exist_ok=True)
