@@ -3,6 +3,8 @@
 # about a second when nothing changed.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# OpenMP threads that spin while waiting make a shared 2-core machine crawl.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test test-all benchmark clean
 

@@ -14,7 +14,7 @@ parts (same structure and input shapes) once.
 import copy
 import warnings
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.analysis import FlopAnalyzer
@@ -255,15 +255,41 @@ def test_shape(cfg) -> Tuple[int, int]:
                      'give the shape explicitly')
 
 
+#: Per-library complexity functions, by config ``default_scope``: see
+#: :func:`register_complexity`.
+COMPLEXITY_FUNCTIONS: Dict[str, Callable] = {}
+
+
+def register_complexity(scope: str, fn: Optional[Callable] = None):
+    """Make :func:`model_complexity` use ``fn(cfg, shape, device,
+    max_params)`` for configs whose ``default_scope`` is ``scope`` (e.g. a
+    detector whose forward needs data samples, not a bare tensor). ``fn``
+    returns the same dict as :func:`model_complexity`. Usable as a
+    decorator."""
+    def register(fn):
+        COMPLEXITY_FUNCTIONS[scope] = fn
+        return fn
+    return register(fn) if fn is not None else register
+
+
 def model_complexity(cfg, shape: Optional[Tuple[int, int]] = None,
                      device: str = 'meta',
                      max_params: Optional[int] = 10_000_000) -> dict:
     """Parameters and FLOPs of ``cfg.model`` for one (1, 3, H, W) image.
 
+    The config's ``custom_imports`` are imported first, so that a plugin
+    can :func:`register_complexity` its library's way of counting.
+
     Returns:
         dict: ``params``, ``flops`` (total), ``flops_by_operator`` and
         ``shape``.
     """
+    from mmengine.utils import import_modules_from_strings
+    if cfg.get('custom_imports'):
+        import_modules_from_strings(**cfg.custom_imports)
+    fn = COMPLEXITY_FUNCTIONS.get(cfg.get('default_scope'))
+    if fn is not None:
+        return fn(cfg, shape, device, max_params)
     shape = tuple(shape) if shape else test_shape(cfg)
     model = build_from_config(cfg, device)
     flops = count_flops(model, (torch.randn(1, 3, *shape), ), max_params)
