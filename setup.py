@@ -87,7 +87,8 @@ def cuda_build():
 
 
 def extensions():
-    sources = [os.path.join(CSRC, 'dcnv3.cpp')] + sorted(
+    sources = [os.path.join(CSRC, 'dcnv3.cpp'),
+               os.path.join(CSRC, 'autograd.cpp')] + sorted(
         glob.glob(os.path.join(CSRC, 'cpu', '*.cpp')))
     cxx = ['-O3', '-fopenmp']
     with_cuda, reason = cuda_build()
