@@ -3,7 +3,6 @@
 # The sizes are those of the official InternImage-H model (official
 # `mask2former_beit.py` base + the H configs): 1024 channels, 200 queries,
 # 32 heads, FFNs of 4096, 6 encoder and 9 decoder layers.
-num_classes = 150
 embed_dims = 1024
 data_preprocessor = dict(
     type='SegDataPreProcessor',
@@ -26,7 +25,7 @@ model = dict(
         strides=[4, 8, 16, 32],
         feat_channels=embed_dims,
         out_channels=embed_dims,
-        num_classes=num_classes,
+        num_classes=150,
         num_queries=200,
         num_transformer_feat_level=3,
         align_corners=False,
@@ -92,7 +91,7 @@ model = dict(
             use_sigmoid=False,
             loss_weight=2.0,
             reduction='mean',
-            class_weight=[1.0] * num_classes + [0.1]),
+            class_weight=[1.0] * 150 + [0.1]),  # 0.1: no object
         loss_mask=dict(
             type='mmdet.CrossEntropyLoss',
             use_sigmoid=True,
