@@ -78,7 +78,7 @@ def test_labels_outside_the_classes_name_the_file(tmp_path):
 def test_label_and_image_sizes_must_match(tmp_path):
     write_pair(tmp_path, (32, 48), np.ones((32, 40)))
     with pytest.raises(ValueError, match=r'ADE_val_00000001.png: the label '
-                       r'map is 32x40 .* ADE_val_00000001.jpg is 32x48'):
+                       r'map is 32x40 .*ADE_val_00000001.jpg is 32x48'):
         dataset(tmp_path)[0]
 
 
