@@ -38,6 +38,10 @@ def shrink(cfg, arch=SMALL_ARCH, crop=(64, 64)):
     model.backbone.update(arch, init_cfg=None, drop_path_rate=0.0)
     ins = [arch['channels'] * 2**i for i in range(len(arch['depths']))]
     model.data_preprocessor.size = crop
+    paramwise = cfg.optim_wrapper.get('paramwise_cfg', {})
+    if 'depths' in paramwise:  # the layer-decay constructor checks them
+        paramwise.update(depths=list(arch['depths']),
+                         num_layers=sum(arch['depths']))
     head = model.decode_head
     head.in_channels = ins
     if head.type == 'UPerHead':
