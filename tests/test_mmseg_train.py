@@ -125,3 +125,17 @@ def test_multi_scale_flip_testing(tiny_data, tmp_path):
     metrics = runner.test()
     assert 'mIoU' in metrics
     assert seen and all(n == 6 for n in seen)  # 3 scales x 2 flips
+
+
+@pytest.mark.slow
+def test_demo_seg(tmp_path, tool, capsys):
+    """tools/demo_seg.py as `make demo` runs it: real InternImage-T UperNet,
+    data written, trained, evaluated, prediction saved (~2 min)."""
+    metrics = tool('demo_seg').main([
+        '--work-dir', str(tmp_path / 'work'), '--data',
+        str(tmp_path / 'data')])
+    out = capsys.readouterr().out
+    assert metrics['mIoU'] > 30, out
+    assert 'per class results' in out
+    line = [x for x in out.splitlines() if 'prediction:' in x][0]
+    assert (tmp_path / 'work').exists() and '.png' in line
