@@ -18,7 +18,7 @@ from mmseg.registry import DATASETS
 
 
 @pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory, ):
+def tiny_data(tmp_path_factory):
     import importlib.util
     import os.path as osp
     from mmseg_helpers import ROOT

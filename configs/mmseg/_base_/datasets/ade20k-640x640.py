@@ -1,5 +1,5 @@
 # ADE20K (150 classes) as the official InternImage configs use it at 640x640
-# (L and XL; mmseg 0.x `img_scale=(2560, 640)`): random resize 0.5-2x, 640 crop,
+# (L, XL; mmseg 0.x `img_scale=(2560, 640)`): random resize 0.5-2x, 640 crop,
 # flip, photometric distortion; testing resizes to (2560, 640) keeping the
 # ratio, then to a multiple of 32 (the official `ResizeToMultiple`).
 # `CheckSegLabels` (mmseg_plugin) stops with the file name when a label map
