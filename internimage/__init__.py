@@ -9,6 +9,7 @@ from .backbone import InternImage
 from .checkpoint import (CheckpointError, convert_checkpoint, detect_kind,
                          load_backbone_weights)
 from .layer_decay import InternImageLayerDecayOptimWrapperConstructor
+from . import convert_seg  # noqa: F401  (the segmentation checkpoint kind)
 from .registry import register_into
 
 __all__ = [

@@ -94,7 +94,12 @@ def test_convert_checkpoint_kinds():
         convert_checkpoint({'state_dict': det, 'meta': {}})
     seg = {f'backbone.{k}': v for k, v in backbone.items()}
     seg['decode_head.conv_seg.weight'] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match='segmentation checkpoints are'):
+    out = convert_checkpoint({'state_dict': seg})  # internimage/convert_seg
+    assert out['meta']['internimage_kind'] == 'segmentation'
+    assert 'decode_head.conv_seg.weight' in out['state_dict']
+    seg['decode_head.unknown.weight'] = torch.zeros(1)
+    with pytest.raises(CheckpointError,
+                       match=r'\(UperNet\).* decode_head.unknown.weight'):
         convert_checkpoint({'state_dict': seg})
     with pytest.raises(CheckpointError, match='no entry .model_ema.'):
         convert_checkpoint({'model': backbone}, key='model_ema')
