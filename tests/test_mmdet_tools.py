@@ -21,8 +21,8 @@ TINY_CONFIG = os.path.join(ROOT, 'configs', 'mmdet',
 #: A tiny InternImage (T flavour) so that the tests take seconds; the demo
 #: trains the real T.
 SMALL = [
-    'model.backbone.arch.channels=16', 'model.backbone.arch.depths=[1,1,2,1]',
-    'model.backbone.arch.groups=[1,2,4,8]',
+    'model.backbone.channels=16', 'model.backbone.depths=[1,1,2,1]',
+    'model.backbone.groups=[1,2,4,8]',
     'model.neck.in_channels=[16,32,64,128]',
     'optim_wrapper.paramwise_cfg.depths=[1,1,2,1]',
     'optim_wrapper.paramwise_cfg.num_layers=5',

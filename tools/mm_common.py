@@ -31,15 +31,19 @@ def allow_mmengine_checkpoints():
     the checkpoints mmengine's Runner writes.
 
     Besides tensors they hold the message hub (mmengine ``HistoryBuffer``
-    objects with numpy arrays) and numpy scalars (the best score). These
+    objects with numpy arrays), numpy scalars (the best score) and the lr
+    schedulers' ``collections.Counter`` of milestones. These
     classes, and nothing else, are added to torch's allow-list of safe
     globals, so that resuming and loading work while arbitrary pickled
     objects are still refused.
     """
+    import collections
+
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
-    from mmengine.logging import MessageHub  # noqa: F401
-    safe = [HistoryBuffer, np.ndarray, np.dtype]
+
+    # MultiStepLR keeps its milestones in a Counter.
+    safe = [HistoryBuffer, collections.Counter, np.ndarray, np.dtype]
     try:  # numpy >= 2 moved these to numpy._core
         from numpy._core.multiarray import _reconstruct, scalar
     except ImportError:  # pragma: no cover
