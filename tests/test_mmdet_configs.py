@@ -177,7 +177,7 @@ def test_official_checkpoint_converts_and_loads_strictly(tmp_path, tool,
 
 def test_unknown_detection_keys_are_named():
     arch = dict(TINY['t'], layer_scale=1.0)
-    sd = official_checkpoint(mask_rcnn_shapes(arch, [8, 16, 32, 64]))
+    sd = official_checkpoint(dino_shapes(arch, [16, 32, 64], layers=1))
     sd['state_dict']['bbox_head.transformer.mystery.weight'] = torch.zeros(1)
     with pytest.raises(CheckpointError, match='mystery'):
         convert_checkpoint(sd)
@@ -198,6 +198,7 @@ def test_cb_internimage_fuses_the_assisting_backbone():
     torch.manual_seed(0)
     arch = dict(TINY['h'])
     cb = CBInternImage(arch=arch, out_indices=[(0, 1, 2, 3), (1, 2, 3)])
+    cb.eval()  # no drop path
     assert not hasattr(cb.cb_modules[1], 'patch_embed')
     x = torch.randn(1, 3, 64, 96)
     outs = cb(x)
