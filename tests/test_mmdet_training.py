@@ -34,6 +34,13 @@ def tiny_config(name, flavour):
     channels = [arch['channels'] * 2**i for i in range(4)]
     cfg.model.neck.in_channels = (channels if cfg.model.neck.type == 'FPN'
                                   else channels[1:])
+    train_cfg = cfg.model.train_cfg
+    if 'rpn_proposal' in train_cfg:
+        # fewer proposals and RoIs: the same code paths in less CPU time
+        train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=64)
+        rcnn = train_cfg.rcnn
+        for stage in (rcnn if isinstance(rcnn, list) else [rcnn]):
+            stage.sampler.num = 32
     paramwise = cfg.optim_wrapper.get('paramwise_cfg', {})
     if 'depths' in paramwise:
         paramwise.depths = arch['depths']
