@@ -1,8 +1,8 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 """Write a tiny COCO-format instance-segmentation set, deterministically.
 
-    python tools/make_tiny_coco.py [OUT_DIR] [--train 48] [--val 16]
-        [--size 160] [--seed 0]
+    python tools/make_tiny_coco.py [OUT_DIR] [--train 32] [--val 8]
+        [--size 128] [--seed 0]
 
 OUT_DIR (default data/tiny_coco) gets ``train/``, ``val/`` (PNG images) and
 ``annotations/instances_{train,val}.json``: 1 to 4 filled shapes (square,
@@ -113,8 +113,8 @@ def make_split(out_dir, split, num_images, size, rng, max_objects=4):
     return path
 
 
-def make_tiny_coco(out_dir='data/tiny_coco', num_train=48, num_val=16,
-                   size=160, seed=0):
+def make_tiny_coco(out_dir='data/tiny_coco', num_train=32, num_val=8,
+                   size=128, seed=0):
     """Write the set; returns the two annotation files."""
     if size < 64:
         raise ValueError(f'size must be >= 64, got {size}')
@@ -126,11 +126,11 @@ def make_tiny_coco(out_dir='data/tiny_coco', num_train=48, num_val=16,
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('out_dir', nargs='?', default='data/tiny_coco')
-    parser.add_argument('--train', type=int, default=48,
+    parser.add_argument('--train', type=int, default=32,
                         help='training images')
-    parser.add_argument('--val', type=int, default=16,
+    parser.add_argument('--val', type=int, default=8,
                         help='validation images')
-    parser.add_argument('--size', type=int, default=160,
+    parser.add_argument('--size', type=int, default=128,
                         help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)

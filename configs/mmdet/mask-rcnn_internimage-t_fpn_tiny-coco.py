@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN with InternImage-T (the full T architecture, randomly
-# initialised) on the tiny shapes set of tools/make_tiny_coco.py: 160 x 160
+# initialised) on the tiny shapes set of tools/make_tiny_coco.py: 128 x 128
 # images, 4 classes. Small enough to train in minutes on a CPU; used by
 # tools/demo_det.py and the tests. Only the data, the number of classes, the
 # sampling sizes and the schedule differ from the COCO 1x config.
@@ -10,8 +10,8 @@ classes = ('square', 'circle', 'triangle', 'star')
 metainfo = dict(classes=classes,
                 palette=[(220, 20, 60), (0, 128, 255), (0, 200, 0),
                          (255, 160, 0)])
-image_size = (160, 160)
-max_epochs = 12
+image_size = (128, 128)
+max_epochs = 8
 batch_size = 4
 
 model = dict(
@@ -19,8 +19,8 @@ model = dict(
     roi_head=dict(bbox_head=dict(num_classes=len(classes)),
                   mask_head=dict(num_classes=len(classes))),
     train_cfg=dict(
-        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
+        rpn_proposal=dict(nms_pre=500, max_per_img=100),
+        rcnn=dict(sampler=dict(num=32))),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
 
 train_pipeline = [
@@ -62,13 +62,13 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(optimizer=dict(lr=0.0003))
+optim_wrapper = dict(optimizer=dict(lr=0.0005))
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=30),
+         end=20),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[9], gamma=0.1),
+         milestones=[6], gamma=0.1),
 ]
 default_hooks = dict(
     logger=dict(interval=5),
