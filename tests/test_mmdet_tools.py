@@ -128,9 +128,12 @@ def test_checkpoints_load_with_torch_defaults(trained):
     allow_mmengine_checkpoints()
     ckpt = torch.load(path, map_location='cpu')
     assert ckpt['meta']['iter'] == 6 and 'message_hub' in ckpt
-    # Anything else is still refused.
+    # Anything else is still refused, getattr on other objects included.
     bad = work / 'bad.pth'
     torch.save({'obj': Exception('x')}, bad)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(bad)
+    torch.save({'fn': torch.Tensor.add}, bad)  # pickled through getattr
     with pytest.raises(pickle.UnpicklingError):
         torch.load(bad)
 

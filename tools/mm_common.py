@@ -31,8 +31,9 @@ def allow_mmengine_checkpoints():
     the checkpoints mmengine's Runner writes.
 
     Besides tensors they hold the message hub (mmengine ``HistoryBuffer``
-    objects with numpy arrays), numpy scalars (the best score) and the lr
-    schedulers' ``collections.Counter`` of milestones. These
+    objects with numpy arrays and references to its statistics methods),
+    numpy scalars (the best score) and the lr schedulers'
+    ``collections.Counter`` of milestones. These
     classes, and nothing else, are added to torch's allow-list of safe
     globals, so that resuming and loading work while arbitrary pickled
     objects are still refused.
@@ -52,7 +53,24 @@ def allow_mmengine_checkpoints():
     safe += [type(np.dtype(t)) for t in (
         np.float64, np.float32, np.float16, np.int64, np.int32, np.int8,
         np.uint8, np.bool_)]
+    # HistoryBuffer pickles its statistics methods (HistoryBuffer.min, ...)
+    # as getattr(HistoryBuffer, 'min'). The builtin getattr would give the
+    # pickle any attribute of any allowed object; this one gives only those.
+    safe.append((_history_buffer_method, 'builtins.getattr'))
     torch.serialization.add_safe_globals(safe)
+
+
+def _history_buffer_method(obj, name):
+    """``getattr`` restricted to the public methods of mmengine's
+    HistoryBuffer (what its pickled state refers to)."""
+    import pickle
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and not name.startswith('_') and callable(
+            vars(HistoryBuffer).get(name)):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}), which is not '
+        'allowed: only the HistoryBuffer methods of mmengine checkpoints')
 
 
 def setup_cpu_distributed(cfg, launcher: str):
