@@ -27,7 +27,7 @@ SMALL = [
     'optim_wrapper.paramwise_cfg.depths=[1,1,2,1]',
     'optim_wrapper.paramwise_cfg.num_layers=5',
     'optim_wrapper.optimizer.lr=0.001', 'default_hooks.logger.interval=1',
-    'model.train_cfg.rcnn.sampler.num=16',
+    'model.train_cfg.rcnn.sampler.num=16', 'train_dataloader.batch_size=4',
     # an untrained model scores low: keep every box so that CocoMetric has
     # something to evaluate
     'model.test_cfg.rcnn.score_thr=0.0', 'randomness.seed=0'
@@ -145,6 +145,7 @@ def test_resume_continues_the_same_run(trained, tiny_coco):
         str(work / 'epoch_2.pth'), '--cfg-options', *SMALL,
         *data_options(tiny_coco), 'train_cfg.max_epochs=3',
         'train_cfg.val_interval=10', 'default_hooks.checkpoint.interval=1',
+        'default_hooks.checkpoint.max_keep_ckpts=3',
         'param_scheduler.1.end=3'
     ])
     assert runner.iter == 9 and runner.epoch == 3

@@ -67,7 +67,7 @@ def build_config(args):
                 scheduler.end = args.epochs
                 scheduler.milestones = [max(1, round(args.epochs * 0.75))]
     # Evaluate once, after training (runner.test below).
-    cfg.train_cfg.val_interval = cfg.train_cfg.max_epochs + 1
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.work_dir = args.work_dir
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -11,11 +11,11 @@ metainfo = dict(classes=classes,
                 palette=[(220, 20, 60), (0, 128, 255), (0, 200, 0),
                          (255, 160, 0)])
 image_size = (128, 128)
-max_epochs = 8
-batch_size = 4
+max_epochs = 10
+batch_size = 2
 
 model = dict(
-    backbone=dict(drop_path_rate=0.1, init_cfg=None),
+    backbone=dict(drop_path_rate=0.0, init_cfg=None),
     roi_head=dict(bbox_head=dict(num_classes=len(classes)),
                   mask_head=dict(num_classes=len(classes))),
     train_cfg=dict(
@@ -62,13 +62,13 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(optimizer=dict(lr=0.0005))
+optim_wrapper = dict(optimizer=dict(lr=0.001), clip_grad=dict(max_norm=5.0))
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=20),
+         end=30),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
-         milestones=[6], gamma=0.1),
+         milestones=[8], gamma=0.1),
 ]
 default_hooks = dict(
     logger=dict(interval=5),
