@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from internimage.cbnet import CBInternImage
-from internimage.complexity import (build_from_config, count_flops,
-                                    count_params, register_complexity)
+from internimage.complexity import (_materialise, build_from_config,
+                                    count_flops, count_params,
+                                    register_complexity)
 
 #: The input of the paper's detection FLOPs.
 DEFAULT_SHAPE = (800, 1280)
@@ -132,6 +133,10 @@ def detector_complexity(cfg, shape: Optional[Tuple[int, int]] = None,
     from mmdet.models.detectors import DetectionTransformer
     shape = tuple(shape) if shape else DEFAULT_SHAPE
     model = build_from_config(cfg, device).eval()
+    if device == 'meta':
+        # Parameters made with torch.Tensor(...) (DINO's level_embed) ignore
+        # the device context: move them too.
+        model = model.to('meta')
     img = torch.randn(1, 3, *shape).to(_device(model))
     total = _backbone_flops(model.backbone, img, max_params)
     with torch.no_grad():
@@ -141,8 +146,12 @@ def detector_complexity(cfg, shape: Optional[Tuple[int, int]] = None,
         with torch.no_grad():
             feats = model.neck(feats)
     if isinstance(model, DetectionTransformer):
-        head = _TransformerAndHead(model, _data_samples(shape))
-        total += _flops(head, tuple(feats), max_params)
+        # The transformer takes its token counts from tensors (.item()),
+        # which the meta device cannot do: count it on the CPU, whole (it
+        # is small) with dummy weights and features.
+        head = _materialise(_TransformerAndHead(model, _data_samples(shape)))
+        feats = tuple(torch.randn(f.shape) for f in feats)
+        total += _flops(head, feats, None)
     else:
         for name in ('rpn_head', 'bbox_head'):
             head = getattr(model, name, None)

@@ -30,7 +30,12 @@ SMALL = [
     'model.train_cfg.rcnn.sampler.num=16', 'train_dataloader.batch_size=4',
     # an untrained model scores low: keep every box so that CocoMetric has
     # something to evaluate
-    'model.test_cfg.rcnn.score_thr=0.0', 'randomness.seed=0'
+    'model.test_cfg.rcnn.score_thr=0.0', 'model.test_cfg.rcnn.max_per_img=10',
+    'model.train_cfg.rpn_proposal.max_per_img=50',
+    'model.test_cfg.rpn.max_per_img=50',
+    'train_dataloader.dataset.pipeline.2.scale=(64,64)',
+    'test_dataloader.dataset.pipeline.1.scale=(64,64)',
+    'val_dataloader.dataset.pipeline.1.scale=(64,64)', 'randomness.seed=0'
 ]
 
 
@@ -50,7 +55,7 @@ def tiny_coco(tmp_path_factory):
     sys.path.insert(0, os.path.join(ROOT, 'tools'))
     from make_tiny_coco import make_tiny_coco
     root = tmp_path_factory.mktemp('tiny_coco')
-    make_tiny_coco(str(root), num_train=12, num_val=4, size=96, seed=0)
+    make_tiny_coco(str(root), num_train=12, num_val=4, size=64, seed=0)
     return root
 
 
