@@ -62,7 +62,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-optim_wrapper = dict(optimizer=dict(lr=0.001), clip_grad=dict(max_norm=5.0))
+optim_wrapper = dict(optimizer=dict(lr=0.0005), clip_grad=dict(max_norm=5.0))
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
