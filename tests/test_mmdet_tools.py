@@ -259,21 +259,27 @@ class SaveRankWeights(Hook):
 '''
 
 
+@pytest.mark.slow  # two fresh interpreters: ~40-60 s on 2 cores
 def test_dist_train_two_cpu_processes_agree(tiny_coco, tmp_path):
     """tools/dist_train.sh with 2 processes on the CPU (gloo): both ranks end
     with the same weights, and they moved."""
     (tmp_path / 'probe_hook.py').write_text(textwrap.dedent(PROBE))
+    config = tmp_path / 'probe_config.py'
+    config.write_text(textwrap.dedent(f'''
+        _base_ = {TINY_CONFIG!r}
+        custom_imports = dict(imports=['mmdet_plugin', 'probe_hook'],
+                              allow_failed_imports=False)
+        custom_hooks = [dict(type='SaveRankWeights')]
+        '''))
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHON=sys.executable, PORT='29533',
                OMP_NUM_THREADS='1',
                PYTHONPATH=f'{tmp_path}:{ROOT}')
     proc = subprocess.run(
-        ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), TINY_CONFIG,
+        ['bash', os.path.join(ROOT, 'tools', 'dist_train.sh'), str(config),
          '2', '--work-dir', str(work), '--cfg-options', *SMALL,
          *data_options(tiny_coco), 'train_cfg.max_epochs=1',
-         'train_cfg.val_interval=10', 'train_dataloader.batch_size=2',
-         'custom_imports.imports=[mmdet_plugin,probe_hook]',
-         'custom_hooks=[dict(type=SaveRankWeights)]'],
+         'train_cfg.val_interval=10', 'train_dataloader.batch_size=2'],
         env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rank0 = torch.load(work / 'rank0.pth')
