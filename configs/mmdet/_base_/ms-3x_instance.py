@@ -1,7 +1,8 @@
 # The official 3x recipe's data and schedule, as ms3x_* names that a 3x
 # config applies to its 1x base (two bases may not set the same key): the
-# DETR / Sparse R-CNN multi-scale augmentation (short side 480..800, or 400..600 then a random
-# 384..600 crop then 480..800), 36 epochs, lr x0.1 at epochs 27 and 33.
+# DETR / Sparse R-CNN multi-scale augmentation (short side 480..800, or
+# 400..600 then a random 384..600 crop then 480..800), 36 epochs, lr x0.1
+# at epochs 27 and 33.
 _scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333),
            (640, 1333), (672, 1333), (704, 1333), (736, 1333), (768, 1333),
            (800, 1333)]
