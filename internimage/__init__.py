@@ -6,6 +6,7 @@ packages (``mmcls_plugin``, ``mmdet_plugin``, ``mmseg_plugin``) register these
 classes into each library's registries (:func:`register_into`).
 """
 from .backbone import InternImage
+from . import convert_det  # noqa: F401  (registers the detection kind)
 from .checkpoint import (CheckpointError, convert_checkpoint, detect_kind,
                          load_backbone_weights)
 from .layer_decay import InternImageLayerDecayOptimWrapperConstructor

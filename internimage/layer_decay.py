@@ -85,7 +85,8 @@ class InternImageLayerDecayOptimWrapperConstructor(
 
     (*) The official detection code reads the post norm's index as a block
     index; reproduced as is. Detection-style names containing
-    ``level_embeds`` also get id 0.
+    ``level_embeds`` (the official DINO) or ``level_embed`` (mmdet 3's
+    DINO) also get id 0.
 
     No weight decay: 1-D parameters (norms, biases, layer scales ``gamma``)
     and names ending in ``.bias``; 'detection' also names containing
@@ -128,7 +129,7 @@ class InternImageLayerDecayOptimWrapperConstructor(
     def detection_layer_id(name: str, depths: Sequence[int],
                            max_id: int) -> int:
         """The official detection/segmentation layer id of ``name``."""
-        if name.startswith('backbone.patch_embed') or 'level_embeds' in name:
+        if name.startswith('backbone.patch_embed') or 'level_embed' in name:
             return 0
         if not name.startswith('backbone.levels.'):
             return max_id

@@ -1,4 +1,4 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 """InternImage for mmdet: ``custom_imports=dict(imports=['mmdet_plugin'],
 allow_failed_imports=False)``."""
-from . import register  # noqa: F401
+from . import complexity, register  # noqa: F401

@@ -158,6 +158,16 @@ def test_layer_ids_spelled_out():
     assert cls['head.sampling_offsets.weight'][1] == WD
 
 
+def test_dino_level_embed_gets_id_0():
+    """The official DINO's ``level_embeds`` and mmdet 3 DINO's
+    ``level_embed`` both get id 0 (the official rule, kept for mmdet 3)."""
+    from internimage import InternImageLayerDecayOptimWrapperConstructor
+    layer_id = InternImageLayerDecayOptimWrapperConstructor.detection_layer_id
+    for name in ('level_embed', 'bbox_head.transformer.level_embeds'):
+        assert layer_id(name, [1, 1, 3, 1], 7) == 0, name
+    assert layer_id('query_embedding.weight', [1, 1, 3, 1], 7) == 7
+
+
 def test_defaults_and_frozen_parameters():
     model = classifier('t')
     model.backbone.patch_embed.requires_grad_(False)

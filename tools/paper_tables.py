@@ -60,7 +60,9 @@ def load_models(index_path):
 
 
 def paper_metric(model):
-    """(metric name, value) of the first result."""
+    """(metric name, value) of the first result; ('-', '-') without one."""
+    if not model.get('Results'):
+        return '-', '-'
     metrics = model['Results'][0]['Metrics']
     name = next(iter(metrics))
     return name, metrics[name]
@@ -98,7 +100,8 @@ def evaluate(model, checkpoint, official, cfg_options, work_dir):
         metrics = Runner.from_cfg(cfg).test()
     for key in ('accuracy/top1', 'coco/bbox_mAP', 'mIoU'):
         if key in metrics:
-            return metrics[key]
+            # mmdet's CocoMetric gives fractions, the paper percents.
+            return metrics[key] * (100 if key.startswith('coco/') else 1)
     return next(iter(metrics.values()))
 
 
@@ -125,8 +128,9 @@ def main(argv=None):
         result = model_complexity(cfg)
         meta = model['Metadata']
         params, flops = result['params'] / 1e6, result['flops'] / 1e9
-        paper_params = meta['Parameters'] / 1e6
-        paper_flops = meta['FLOPs'] / 1e9
+        # Detectors may lack published numbers (DINO's FLOPs): '-'.
+        paper_params = meta.get('Parameters')
+        paper_flops = meta.get('FLOPs')
         metric, paper_value = paper_metric(model)
         measured = '-'
         if args.checkpoint_dir:
@@ -137,12 +141,14 @@ def main(argv=None):
                                  work_dir)
                 measured = f'{value:.2f}'
         h, w = result['shape']
+        pp = paper_params / 1e6 if paper_params else None
+        pf = paper_flops / 1e9 if paper_flops else None
         rows.append((model['Name'], f'{h}x{w}', f'{params:.2f}',
-                     f'{paper_params:.2f}',
-                     fmt_diff(params, paper_params), f'{flops:.2f}',
-                     f'{paper_flops:.1f}',
-                     fmt_diff(flops, paper_flops, percent=True), metric,
-                     f'{paper_value}', measured))
+                     f'{pp:.2f}' if pp else '-',
+                     fmt_diff(params, pp) if pp else '-', f'{flops:.2f}',
+                     f'{pf:.1f}' if pf else '-',
+                     fmt_diff(flops, pf, percent=True) if pf else '-',
+                     metric, f'{paper_value}', measured))
         print(' | '.join(rows[-1]), file=sys.stderr, flush=True)
     widths = [max(len(r[i]) for r in rows + [header])
               for i in range(len(header))]
