@@ -11,8 +11,11 @@ export OMP_WAIT_POLICY ?= PASSIVE
 setup:
 	@bash tools/setup_env.sh
 
+# The main job: train, evaluate and visualise Mask R-CNN InternImage-T on a
+# tiny generated COCO set, then UperNet InternImage-T on a tiny ADE20K set.
 demo: setup
-	$(PY) tools/benchmark_dcnv3.py
+	$(PY) tools/demo_det.py --work-dir work_dirs/demo_det
+	$(PY) tools/demo_seg.py --work-dir work_dirs/demo_seg
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
