@@ -14,7 +14,7 @@ parts (same structure and input shapes) once.
 import copy
 import warnings
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.analysis import FlopAnalyzer
@@ -32,11 +32,20 @@ def dcnv3_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return 5 * n * h * w * kernel_h * kernel_w * c
 
 
-def flop_analyzer(model: nn.Module, inputs: Tuple) -> FlopAnalyzer:
+def _no_flops(inputs: List[Any], outputs: List[Any]) -> int:
+    return 0
+
+
+def flop_analyzer(model: nn.Module, inputs: Tuple,
+                  ignored_ops: Sequence[str] = ()) -> FlopAnalyzer:
     """A FlopAnalyzer that counts the DCNv3 core, without its warnings about
-    element-wise operators (which the paper does not count either)."""
+    element-wise operators (which the paper does not count either).
+    ``ignored_ops`` (e.g. ``'aten::einsum'``) are not counted."""
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.set_op_handle(**{DCNV3_OP: dcnv3_flop_jit})
+    # A handle that counts nothing: set_op_handle(op=None) does not override
+    # a handle mmengine already has (einsum, matmul, ...).
+    analyzer.set_op_handle(**{op: _no_flops for op in ignored_ops})
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     return analyzer
@@ -164,7 +173,8 @@ def _splittable(module: nn.Module, name: str, calls: _Calls) -> bool:
 
 
 def count_flops(model: nn.Module, inputs: Tuple,
-                max_params: Optional[int] = 10_000_000) -> Dict[str, int]:
+                max_params: Optional[int] = 10_000_000,
+                ignored_ops: Sequence[str] = ()) -> Dict[str, int]:
     """FLOPs of ``model(*inputs)``, the DCNv3 core included.
 
     A model on the CPU (or a GPU) with ``max_params=None`` is traced whole.
@@ -173,6 +183,7 @@ def count_flops(model: nn.Module, inputs: Tuple,
     into those calls, recursively; each remaining part is materialised on the
     CPU with dummy weights and traced with dummy inputs of the recorded
     shapes. Tests check that both ways give the same count.
+    ``ignored_ops`` are left out, see :func:`flop_analyzer`.
 
     Returns:
         dict: ``total`` and the per-operator counts (``linear``, ``conv``,
@@ -181,7 +192,7 @@ def count_flops(model: nn.Module, inputs: Tuple,
     model = model.eval()
     meta = any(p.is_meta for p in model.parameters())
     if max_params is None and not meta:
-        analyzer = flop_analyzer(model, inputs)
+        analyzer = flop_analyzer(model, inputs, ignored_ops)
         return dict(analyzer.by_operator(), total=analyzer.total())
     if meta:
         inputs = _map_tensors(inputs, lambda t: t.to('meta'))
@@ -210,7 +221,8 @@ def count_flops(model: nn.Module, inputs: Tuple,
                 raise NotImplementedError(
                     f'count_flops: {name or type(module).__name__} is called '
                     'with keyword arguments, which tracing cannot pass')
-            total = Counter(flop_analyzer(part, args).by_operator())
+            total = Counter(
+                flop_analyzer(part, args, ignored_ops).by_operator())
             del part
         cache[key] = total
         return total

@@ -58,12 +58,7 @@ M2F = 'mask2former_internimage-h_16xb1-80k_cocostuff2ade20k-896x896.py'
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', [
-    pytest.param(n, marks=pytest.mark.xfail(
-        strict=True, reason='known gap, see configs/mmseg/README.md: +5.3%; '
-        'the official mmcv-1.x counter does not see the einsum, the '
-        'attention matmuls and nn.MultiheadAttention projections'))
-    if n == M2F else n for n in sorted(PAPER)])
+@pytest.mark.parametrize('name', sorted(PAPER))
 def test_flops_within_5_percent_of_the_official_table(name):
     cfg = load(name)
     result = model_complexity(cfg)
