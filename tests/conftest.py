@@ -28,3 +28,17 @@ def tool():
         spec.loader.exec_module(module)
         return module
     return load
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_scope():
+    """Each test starts with the default scopes it found: a Runner (or
+    ``init_default_scope``) in one test leaves its library's scope current,
+    which would send another library's ``MODELS.build`` to the wrong
+    registry."""
+    from mmengine.registry import DefaultScope
+    instances = DefaultScope._instance_dict
+    saved = dict(instances)
+    yield
+    instances.clear()
+    instances.update(saved)

@@ -53,8 +53,7 @@ def main(argv=None):
     print(f'FLOPs: {result["flops"] / 1e9:.2f} G')
     for op, flops in sorted(result['flops_by_operator'].items(),
                             key=lambda kv: -kv[1]):
-        print(f'  {op}: {flops / 1e9:.3f} G' if flops else
-              f'  {op}: not counted (the official counter cannot see it)')
+        print(f'  {op}: {flops / 1e9:.3f} G')
     print(line)
     print('FLOPs are multiply-adds; element-wise operations (activations, '
           'softmax, additions) are not counted, as in the paper.')
