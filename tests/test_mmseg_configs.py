@@ -54,9 +54,6 @@ def test_tiny_config_builds_and_counts(tool, capsys):
     assert 'dcnv3_forward' in out
 
 
-M2F = 'mask2former_internimage-h_16xb1-80k_cocostuff2ade20k-896x896.py'
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(PAPER))
 def test_flops_within_5_percent_of_the_official_table(name):
