@@ -106,25 +106,36 @@ def test_short_run_learns_and_reports_miou(tiny_data, tmp_path, capsys):
         assert name in out
 
 
-def test_multi_scale_flip_testing(tiny_data, tmp_path):
-    """What mmseg's tools/test.py --tta does: SegTTAModel around the model,
-    the config's tta_pipeline (3 scales x 2 flips here)."""
-    cfg = tiny_cfg(tiny_data, tmp_path, iters=4)
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    cfg.tta_model.module = cfg.model
-    cfg.model = cfg.tta_model
-    runner = Runner.from_cfg(cfg)
+def test_train_py_and_test_py_tta_on_a_segmentation_config(
+        tiny_data, tmp_path, tool):
+    """tools/train.py and tools/test.py serve mmseg configs: train 6
+    iterations, then test the checkpoint with --tta (the config's
+    tta_pipeline, 3 scales x 2 flips, in mmseg's SegTTAModel) and --out."""
+    cfg = tiny_cfg(tiny_data, tmp_path / 'train', iters=6)
+    config = tmp_path / 'tiny.py'
+    cfg.dump(str(config))
+    tool('train').main([str(config), '--work-dir', str(tmp_path / 'train')])
+    checkpoint = tmp_path / 'train' / 'iter_6.pth'
+    assert checkpoint.is_file()
+
+    from mmseg.models import SegTTAModel
     seen = []
-    original = runner.model.test_step
+    original = SegTTAModel.test_step
 
-    def test_step(data):
+    def test_step(self, data):
         seen.append(len(data['inputs']))
-        return original(data)
+        return original(self, data)
 
-    runner.model.test_step = test_step
-    metrics = runner.test()
+    SegTTAModel.test_step = test_step
+    try:
+        metrics = tool('test').main([
+            str(config), str(checkpoint), '--tta', '--work-dir',
+            str(tmp_path / 'test'), '--out', str(tmp_path / 'preds')])
+    finally:
+        SegTTAModel.test_step = original
     assert 'mIoU' in metrics
     assert seen and all(n == 6 for n in seen)  # 3 scales x 2 flips
+    assert len(list((tmp_path / 'preds').glob('*.png'))) == 2
 
 
 @pytest.mark.slow
