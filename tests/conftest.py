@@ -32,13 +32,12 @@ def tool():
 
 @pytest.fixture(autouse=True)
 def isolated_default_scope():
-    """Each test starts with the default scopes it found: a Runner (or
-    ``init_default_scope``) in one test leaves its library's scope current,
-    which would send another library's ``MODELS.build`` to the wrong
-    registry."""
+    """Each test starts and ends with no mmengine default scope. A Runner
+    (or ``init_default_scope``) leaves its library's scope current, also
+    from a module-scoped fixture, which would send another library's
+    ``MODELS.build`` to the wrong registry later in the session."""
     from mmengine.registry import DefaultScope
     instances = DefaultScope._instance_dict
-    saved = dict(instances)
+    instances.clear()
     yield
     instances.clear()
-    instances.update(saved)
