@@ -12,8 +12,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-#: default_scope -> the library's name as users know it.
-LIBRARIES = {'mmdet': 'mmdet', 'mmseg': 'mmseg', 'mmpretrain': 'mmpretrain'}
+#: The default_scope of the configs these tools run.
+LIBRARIES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def library_of(cfg) -> str:
@@ -24,6 +24,49 @@ def library_of(cfg) -> str:
             f'config default_scope is {scope!r}; these tools run configs '
             f'whose default_scope is one of {sorted(LIBRARIES)}')
     return scope
+
+
+def add_runner_args(parser, work_dir_help):
+    """The options tools/train.py and tools/test.py share."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help=work_dir_help)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int,
+                        default=None)
+
+
+def load_config(args):
+    """``args.config`` with the shared options applied; returns ``(cfg,
+    library)``. Raises FileNotFoundError / ValueError naming the problem."""
+    from mmengine.config import Config
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    library = library_of(cfg)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = default_work_dir(args.config)
+    return cfg, library
+
+
+def build_runner(cfg):
+    """mmengine's Runner (or the config's ``runner_type``) for ``cfg``,
+    able to load Runner checkpoints and to run distributed on CPUs."""
+    allow_mmengine_checkpoints()
+    setup_cpu_distributed(cfg, cfg.launcher)
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
 
 
 def allow_mmengine_checkpoints():

@@ -18,17 +18,15 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from mm_common import (allow_mmengine_checkpoints, apply_tta,  # noqa: E402
-                       default_work_dir, library_of, set_local_rank_env,
-                       setup_cpu_distributed)
+from mm_common import (add_runner_args, apply_tta,  # noqa: E402
+                       build_runner, load_config, set_local_rank_env)
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir for the evaluation logs')
+    add_runner_args(parser, 'the dir for the evaluation logs')
     parser.add_argument('--out', help='dump the predictions: a .pkl file '
                         '(mmdet, mmpretrain) or a directory (mmseg)')
     parser.add_argument('--show', action='store_true',
@@ -41,13 +39,6 @@ def parse_args(argv=None):
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (tta_model, '
                         'tta_pipeline)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int,
-                        default=None)
     return parser.parse_args(argv)
 
 
@@ -73,21 +64,9 @@ def _visualise(cfg, library, args):
 
 
 def build_config(args):
-    from mmengine.config import Config
-    for path, what in ((args.config, 'config'),):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'{what} file not found: {path}')
+    cfg, library = load_config(args)
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
-    cfg = Config.fromfile(args.config)
-    library = library_of(cfg)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = default_work_dir(args.config)
     # The checkpoint holds the trained weights: no pretrained backbone.
     backbone = cfg.model.get('backbone', {})
     if isinstance(backbone, dict) and 'init_cfg' in backbone:
@@ -112,14 +91,7 @@ def main(argv=None):
         cfg, library = build_config(args)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f'error: {e}')
-    allow_mmengine_checkpoints()
-    setup_cpu_distributed(cfg, args.launcher)
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        runner = RUNNERS.build(cfg)
-    else:
-        runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     if args.out and library != 'mmseg':
         if library == 'mmdet':
             from mmdet.evaluation import DumpDetResults as Dump
