@@ -153,3 +153,28 @@ def test_paper_tables_cli_with_a_checkpoint(tmp_path, tool, capsys):
     assert cells[1:8] == ['224x224', '29.92', '29.90', '+0.02', '4.92',
                           '5.0', '-1.5%']
     assert cells[9] == '83.5' and 0 <= float(cells[10]) <= 100
+
+
+def test_ignored_operators_are_not_counted():
+    """What the segmentor count relies on to leave out what the official
+    counter cannot see (mmengine's own set_op_handle(op=None) would still
+    count an operator it has a handle for)."""
+    from torch import nn
+
+    from internimage.complexity import count_flops
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return torch.einsum('bi,bj->bij', self.fc(x), x)
+
+    x = torch.randn(2, 8)
+    full = count_flops(Outer(), (x, ), max_params=None)
+    assert full['einsum'] > 0 and full['linear'] > 0
+    for max_params in (None, 1):  # traced whole, and by parts
+        part = count_flops(Outer(), (x, ), max_params=max_params,
+                           ignored_ops=('aten::einsum', ))
+        assert part['total'] == full['total'] - full['einsum']
