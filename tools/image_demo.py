@@ -28,13 +28,11 @@ from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import DefaultScope
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from internimage.checkpoint import (CheckpointError,  # noqa: E402
-                                    convert_checkpoint, detect_kind,
-                                    extract_state_dict, read_checkpoint)
-from internimage.complexity import build_from_config  # noqa: E402
-from mm_common import allow_mmengine_checkpoints, library_of  # noqa: E402
+from internimage.checkpoint import (CheckpointError, extract_state_dict,
+                                    read_checkpoint)
+from internimage.complexity import build_from_config
+from internimage.convert import convert_checkpoint, detect_kind
+from internimage.runner import library_of
 
 
 def sample_image():
@@ -114,7 +112,6 @@ def detect(config, checkpoint, img, out_dir='outputs', score_thr=0.3,
     """Detect with mmdet's DetInferencer; returns (path of the visualised
     image, [(class name, score, [x1, y1, x2, y2])] above ``score_thr``)."""
     from mmdet.apis import DetInferencer
-    allow_mmengine_checkpoints()
     inferencer = DetInferencer(model=config, weights=checkpoint,
                                device=device, scope='mmdet',
                                show_progress=False)
@@ -135,7 +132,6 @@ def segment(config, checkpoint, img, out_dir='outputs', device='cpu'):
     """Segment with mmseg's MMSegInferencer; returns the path of the
     coloured prediction."""
     from mmseg.apis import MMSegInferencer
-    allow_mmengine_checkpoints()
     meta = _checkpoint_meta(checkpoint)
     inferencer = MMSegInferencer(model=config, weights=checkpoint,
                                  classes=meta.get('classes'),
