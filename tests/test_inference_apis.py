@@ -132,33 +132,29 @@ def test_other_pickled_objects_are_still_refused(det, tmp_path):
 
 
 def test_importing_any_plugin_installs_the_allow_list(det):
-    """In a fresh interpreter: a config's custom_imports (as
-    DetInferencer(model=CONFIG) loads it) and a plain ``import
-    mmseg_plugin`` / ``import mmcls_plugin`` each allow-list the Runner's
-    objects."""
-    config = det[0]
-    code = textwrap.dedent(f'''
-        import importlib
+    """In fresh interpreters (run side by side): a config's custom_imports
+    (as DetInferencer(model=CONFIG) loads it), ``import mmseg_plugin`` and
+    ``import mmcls_plugin`` each allow-list the Runner's objects."""
+    check = textwrap.dedent('''
         import torch
-        from mmengine.config import Config
         from mmengine.logging.history_buffer import HistoryBuffer
-
-        def allowed():
-            return HistoryBuffer in torch.serialization.get_safe_globals()
-
-        assert not allowed()
-        Config.fromfile({config!r})  # custom_imports=['mmdet_plugin']
-        assert allowed(), 'mmdet_plugin through custom_imports'
-        for plugin in ('mmseg_plugin', 'mmcls_plugin'):
-            torch.serialization.clear_safe_globals()
-            importlib.import_module(plugin)
-            assert allowed(), plugin
+        safe = torch.serialization.get_safe_globals
+        assert HistoryBuffer not in safe(), 'allowed before'
+        {}
+        assert HistoryBuffer in safe(), 'not allowed after'
         ''')
+    imports = [f'from mmengine.config import Config; '
+               f'Config.fromfile({det[0]!r})',  # custom_imports=[mmdet_plugin]
+               'import mmseg_plugin', 'import mmcls_plugin']
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [ROOT, os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, '-c', code], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    procs = [subprocess.Popen([sys.executable, '-c', check.format(code)],
+                              env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for code in imports]
+    for code, proc in zip(imports, procs):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f'{code}: {err[-2000:]}'
 
 
 # ---------------------------------------------------------------- mmseg

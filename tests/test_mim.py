@@ -47,10 +47,12 @@ def test_mim_search_lists_every_model(installed_here):
 
 
 def test_mim_command_line(installed_here):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT, os.environ.get('PYTHONPATH', '')]))
     proc = subprocess.run(
         [sys.executable, '-m', 'mim', 'search', 'internimage-mm',
          '--field', 'parameters', '--model', 'internimage-seg'],
-        capture_output=True, text=True, timeout=120)
+        env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 'upernet_internimage-h_16xb1-160k_ade20k-896x896' in proc.stdout
     assert 'mask-rcnn' not in proc.stdout
