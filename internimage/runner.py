@@ -272,7 +272,7 @@ def train_test_draw(cfg, data: str, **draw_kwargs) -> dict:
         test_images=len(runner.test_dataloader.dataset),
         data=osp.abspath(data), checkpoint=osp.abspath(checkpoint),
         log=osp.abspath(runner.log_dir), prediction=osp.abspath(picture),
-        image=image, metrics_file=osp.abspath(
+        image=osp.abspath(image), metrics_file=osp.abspath(
             osp.join(cfg.work_dir, 'metrics.json')))
     with open(summary['metrics_file'], 'w', encoding='utf-8') as f:
         json.dump(summary, f, indent=2)
