@@ -40,7 +40,9 @@ def check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h,
                 f'DCNv3: {name} must be 4-D channels-last (N, H, W, C), '
                 f'got shape {tuple(t.shape)}')
         if t.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f'DCNv3: {name} must be a floating tensor, got {t.dtype}')
+            raise TypeError(
+                f'DCNv3: {name} must be a floating tensor of float64, float32, '
+                f'float16 or bfloat16, got {t.dtype}')
     if not (offset.dtype == mask.dtype == input.dtype):
         raise TypeError(
             'DCNv3: input, offset and mask must share one dtype, got '
@@ -61,6 +63,9 @@ def check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h,
         raise ValueError(
             'DCNv3: remove_center needs a square kernel of odd size, got '
             f'{kernel_h}x{kernel_w}')
+    if kernel_h * kernel_w - (1 if remove_center else 0) < 1:
+        raise ValueError(
+            'DCNv3: remove_center with a 1x1 kernel leaves no sampling point')
     n, height, width, channels = input.shape
     if channels != group * group_channels:
         raise ValueError(
@@ -105,12 +110,16 @@ def dcnv3(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
           kernel_h: int, kernel_w: int, stride_h: int, stride_w: int,
           pad_h: int, pad_w: int, dilation_h: int, dilation_w: int,
           group: int, group_channels: int, offset_scale: float,
-          im2col_step: int = 64, remove_center=False) -> torch.Tensor:
+          im2col_step: int = 64, remove_center=False,
+          mask_softmax: bool = False) -> torch.Tensor:
     """DCNv3 core on the compiled kernel of the tensors' device.
 
     Arguments as :func:`ops_dcnv3.reference.dcnv3_core_pytorch`, plus
     ``im2col_step``, accepted for compatibility with the official op (the
     kernels here process the whole batch at once, so it has no effect).
+    With ``mask_softmax=True``, ``mask`` holds logits and the op applies the
+    softmax over each group's P points itself (forward and backward); the
+    gradient it returns for ``mask`` is then that of the logits.
     Falls back, with a one-time warning, to the reference where no compiled
     kernel exists for the device.
     """
@@ -120,11 +129,13 @@ def dcnv3(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
         return dcnv3_core_pytorch(input, offset, mask, kernel_h, kernel_w,
                                   stride_h, stride_w, pad_h, pad_w,
                                   dilation_h, dilation_w, group,
-                                  group_channels, offset_scale, remove_center)
+                                  group_channels, offset_scale, remove_center,
+                                  mask_softmax)
     return torch.ops.ops_dcnv3.dcnv3_forward(
         input, offset, mask, kernel_h, kernel_w, stride_h, stride_w, pad_h,
         pad_w, dilation_h, dilation_w, group, group_channels,
-        float(offset_scale), int(im2col_step), bool(remove_center))
+        float(offset_scale), int(im2col_step), bool(remove_center),
+        bool(mask_softmax))
 
 
 if _LOAD_ERROR is None:
@@ -133,7 +144,7 @@ if _LOAD_ERROR is None:
     def _dcnv3_forward_fake(input, offset, mask, kernel_h, kernel_w,
                             stride_h, stride_w, pad_h, pad_w, dilation_h,
                             dilation_w, group, group_channels, offset_scale,
-                            im2col_step, remove_center):
+                            im2col_step, remove_center, mask_softmax=False):
         h_out, w_out, _ = check_dcnv3_args(
             input, offset, mask, kernel_h, kernel_w, stride_h, stride_w,
             pad_h, pad_w, dilation_h, dilation_w, group, group_channels,
@@ -142,8 +153,9 @@ if _LOAD_ERROR is None:
 
     @torch.library.register_fake('ops_dcnv3::dcnv3_backward')
     def _dcnv3_backward_fake(grad_output, input, offset, mask, *args):
-        return (torch.empty_like(input), torch.empty_like(offset),
-                torch.empty_like(mask))
+        # The kernels return contiguous gradients, whatever the inputs'
+        # strides.
+        return tuple(t.new_empty(t.shape) for t in (input, offset, mask))
 
     # Autograd is registered in C++ (csrc/autograd.cpp): the Python route
     # costs ~0.1 ms per call, as much as the kernel at small stages.

@@ -304,6 +304,9 @@ BAD_INPUTS = [
     ('one dtype', lambda x, o, m: (x, o.float(), m), {}),
     ('floating', lambda x, o, m: (x.long(), o.long(), m.long()), {}),
     ('remove_center', lambda x, o, m: (x, o, m), {'kernel_w': 2}),
+    ('no sampling point', lambda x, o, m: (x, o, m), {'kernel_h': 1, 'kernel_w': 1}),
+    ('float64, float32, float16 or bfloat16',
+     lambda x, o, m: (x.to(torch.float8_e4m3fn), o, m), {}),
 ]
 
 
@@ -323,6 +326,82 @@ def test_bad_input_gets_a_clear_error(backend, message, mutate, override):
             dcnv3_core_pytorch(*args, *case.params(), True)
 
 
+@pytest.mark.parametrize('backend', ['op', 'dcnv3', 'reference', 'meta'])
+def test_input_smaller_than_the_kernel_is_refused_alike(backend):
+    """2x2 input, kernel 3, stride 2, no padding: floor((2 - 3) / 2) + 1 = 0
+    rows of output, on every backend (C++ truncation would give 1)."""
+    case = Case(h=2, w=2, group=1, group_channels=4, stride_h=2, stride_w=2,
+                pad_h=0, pad_w=0)
+    device = 'meta' if backend == 'meta' else 'cpu'
+    x = torch.randn(1, 2, 2, 4, device=device)
+    off = torch.zeros(1, 1, 1, 18, device=device)
+    mask = torch.zeros(1, 1, 1, 9, device=device)
+    fn = {'op': torch.ops.ops_dcnv3.dcnv3_forward, 'dcnv3': dcnv3,
+          'meta': dcnv3}.get(backend)
+    with pytest.raises(ValueError, match='too small'):
+        if fn is None:
+            dcnv3_core_pytorch(x, off, mask, *case.params(), False)
+        else:
+            fn(x, off, mask, *case.params(), 64, False)
+
+
+@pytest.mark.parametrize('name', ['k3_g1_c4', 'k5_pad2_scale2', 'pad0_g8_center',
+                                  'batch3_many_outside', 'anisotropic'])
+def test_mask_softmax_is_softmax_over_each_groups_points(name):
+    """mask_softmax=True equals the official softmax-then-op, forward and
+    all three gradients (the mask's is the logits'), fp64 to 1e-10."""
+    case = CASES[name]
+    x, off, _ = case.tensors()
+    logits = 3 * torch.randn(*off.shape[:-1], case.group * case.points,
+                             dtype=torch.float64,
+                             generator=torch.Generator().manual_seed(5))
+    grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels,
+                           dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+
+    def official(x, off, logits):
+        w = logits.reshape(*logits.shape[:-1], case.group, case.points).softmax(-1)
+        return dcnv3_core_pytorch(x, off, w.reshape(logits.shape), *case.params(),
+                                  case.remove_center)
+
+    def fused_reference(x, off, logits):
+        return dcnv3_core_pytorch(x, off, logits, *case.params(), case.remove_center,
+                                  mask_softmax=True)
+
+    def fused_kernel(x, off, logits):
+        return dcnv3(x, off, logits, *case.params(), 64, case.remove_center,
+                     mask_softmax=True)
+
+    results = []
+    for fn in (official, fused_reference, fused_kernel):
+        leaves = [t.clone().requires_grad_() for t in (x, off, logits)]
+        out = fn(*leaves)
+        results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
+    for other in results[1:]:
+        for what, a, b in zip(('output', 'input', 'offset', 'logits'), other, results[0]):
+            assert_close_scaled(a, b, 1e-10, what)
+    # The logits' gradient sums to zero over each group's points.
+    g = results[2][3].reshape(-1, case.points)
+    assert g.sum(-1).abs().max() < 1e-12 and g.abs().max() > 1e-3
+
+
+def test_mask_softmax_opcheck_and_non_contiguous_backward_fake():
+    """The fake kernels match the real ones for the fused variant, and for
+    strided inputs (the kernels return contiguous gradients)."""
+    case = CASES['pad0_g8_center']
+    x, off, mask = case.tensors(torch.float32)
+    xs = x.transpose(1, 2).contiguous().transpose(1, 2)
+    offs = torch.cat([off, off], dim=-1)[..., :off.shape[-1]]
+    assert not (xs.is_contiguous() or offs.is_contiguous())
+    torch.library.opcheck(torch.ops.ops_dcnv3.dcnv3_forward.default,
+                          (xs.requires_grad_(), offs.requires_grad_(),
+                           mask.requires_grad_(), *case.params(), 64, True, True))
+    grad_out = torch.randn(case.n, *case.out_size, x.shape[-1])
+    for softmax in (False, True):
+        torch.library.opcheck(torch.ops.ops_dcnv3.dcnv3_backward.default,
+                              (grad_out, xs.detach(), offs.detach(), mask.detach(),
+                               *case.params(), 64, True, softmax))
+
+
 def test_mixed_devices_are_refused():
     x, off, mask = CASES['k3_g1_c4'].tensors()
     with pytest.raises((ValueError, RuntimeError), match='device'):
@@ -339,6 +418,32 @@ def test_meta_device_gives_shapes():
     for out in (dcnv3(x, off, mask, *case.params(), 64, True),
                 dcnv3_core_pytorch(x, off, mask, *case.params(), True)):
         assert out.device.type == 'meta' and out.shape == (1, *case.out_size, 128)
+
+
+@needs_cuda
+def test_cuda_grad_output_on_another_device_and_determinism_alert():
+    case = CASES['k3_g1_c4']
+    x, off, mask = [t.cuda() for t in case.tensors(torch.float32)]
+    grad_out = torch.randn(case.n, *case.out_size, 4)  # on the CPU
+    with pytest.raises(ValueError, match='grad_output is on'):
+        torch.ops.ops_dcnv3.dcnv3_backward(grad_out, x, off, mask, *case.params(),
+                                           64, False)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match='deterministic'):
+            torch.ops.ops_dcnv3.dcnv3_backward(grad_out.cuda(), x, off, mask,
+                                               *case.params(), 64, False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_cpu_grad_output_must_have_the_outputs_shape():
+    case = CASES['k3_g1_c4']
+    x, off, mask = case.tensors()
+    grad_out = torch.randn(case.n, *case.out_size, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="expected the output's shape"):
+        torch.ops.ops_dcnv3.dcnv3_backward(grad_out[:, :-1], x, off, mask,
+                                           *case.params(), 64, False)
 
 
 @needs_cuda
