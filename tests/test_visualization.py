@@ -179,33 +179,37 @@ def tiny_backbone(**kwargs):
                        **kwargs).eval()
 
 
-@pytest.mark.parametrize('offset_scale', [1.0, 2.0])
-def test_backbone_sampling_maps_stages_to_image_pixels(offset_scale):
+@pytest.mark.parametrize('offset_scale, stem_padding', [(1.0, 1), (2.0, 1),
+                                                       (1.0, 0)])
+def test_backbone_sampling_maps_stages_to_image_pixels(offset_scale,
+                                                       stem_padding):
     """Hand-set shifts per stage come back in image pixels: stage l's pixel
     u sits at image pixel 4 * 2**l * u (the stem's two stride-2 3x3 convs
-    with padding 1, then a stride-2 downsampling per level)."""
+    with padding 1, then a stride-2 downsampling per level), or at
+    4 * 2**l * u + 1 when the stem's first conv has no padding."""
     backbone = tiny_backbone(offset_scale=offset_scale)
+    backbone.patch_embed.conv1.padding = (stem_padding, stem_padding)
+    shift = 1 - stem_padding
     shifts = {0: (0.5, -1.0), 1: (-0.25, 0.75), 2: (1.0, 0.0), 3: (0.0, 2.0)}
     for layer in dcnv3_layers(backbone):
         hand_set(layer.module, lambda g, p, s=shifts[layer.stage]: s)
     height, width = 64, 80
+    image = torch.randn(1, 3, height, width)
+    sizes = [np.array(f.shape[:1:-1]) for f in level_outputs(backbone)(image)]
     points = [(37, 21), (0, 0), (79, 63)]
-    result = sample_points(backbone, torch.randn(1, 3, height, width),
-                           points)
+    result = sample_points(backbone, image, points)
     assert [s.layer.stage for s in result] == [0, 1, 2, 3]
     for s in result:
         scale = 4 * 2**s.layer.stage
-        size = np.array([width, height])
-        for _ in range(2 + s.layer.stage):  # stride-2 convs, padding 1
-            size = (size + 1) // 2
         dx, dy = shifts[s.layer.stage]
         for q, (x, y) in enumerate(points):
-            u = np.clip(np.round(np.array([x, y]) / scale), 0, size - 1)
-            assert s.centres[q].tolist() == (scale * u).tolist()
+            u = np.clip(np.round((np.array([x, y]) - shift) / scale), 0,
+                        sizes[s.layer.stage] - 1)
+            assert s.centres[q].tolist() == (scale * u + shift).tolist()
             for p, (kx, ky) in enumerate((kx, ky) for kx in range(3)
                                          for ky in range(3)):
                 want = scale * (u + offset_scale * (np.array([kx, ky]) - 1
-                                                    + [dx, dy]))
+                                                    + [dx, dy])) + shift
                 np.testing.assert_allclose(s.locations[q, :, p],
                                            np.tile(want, (s.weights.shape[1],
                                                           1)), atol=1e-5)
@@ -299,6 +303,24 @@ def test_erf_of_a_conv_stack_has_its_receptive_field():
     # The average over images is the mean of the single-image maps.
     single = [effective_receptive_field(strided, [im]) for im in images]
     torch.testing.assert_close(erfs, sum(single) / 3)
+
+
+def test_erf_goes_through_a_layernorm():
+    """The channels of a LayerNorm's output sum to a constant, so the ERF
+    differentiates their positive parts: behind a LayerNorm it is not the
+    rounding noise that the gradient of the plain channel sum is."""
+    torch.manual_seed(0)
+    stack, norm = Stack([1, 1], (1, )), nn.LayerNorm(4)
+
+    def forward(x):
+        y = stack(x)[0]
+        return [norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)]
+
+    image = torch.rand(1, 3, 15, 15, requires_grad=True)
+    erf = effective_receptive_field(forward, [image])[0]
+    assert extent(erf) == (5, 9, 5, 9)
+    plain, = torch.autograd.grad(forward(image)[0][0, :, 7, 7].sum(), image)
+    assert erf.sum() > 1e4 * plain.abs().sum()
 
 
 def test_erf_of_internimage_at_initialisation():
