@@ -20,6 +20,7 @@ the colour channels and averaged over images
 
 Used by ``tools/vis_sampling.py`` and ``tools/vis_erf.py``.
 """
+import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
@@ -120,10 +121,11 @@ def level_to_image(backbone: nn.Module) -> List[Tuple[np.ndarray,
 
 @dataclass
 class DCNv3Layer:
-    """One DCNv3 module of a backbone: ``levels[stage].blocks[block].dcn``,
-    at module path ``name`` inside the backbone."""
+    """One DCNv3 module of a backbone: ``levels[level].blocks[block].dcn``
+    (stage ``level + 1`` in the paper's numbering), at module path ``name``
+    inside the backbone."""
     name: str
-    stage: int
+    level: int
     block: int
     module: DCNv3
 
@@ -133,27 +135,29 @@ def dcnv3_layers(backbone: nn.Module) -> List[DCNv3Layer]:
     _, levels = _stem_and_levels(backbone)
     backbone = find_internimage(backbone)
     names = {m: n for n, m in backbone.named_modules()}
-    return [DCNv3Layer(names[block.dcn], stage, index, block.dcn)
-            for stage, level in enumerate(levels)
+    return [DCNv3Layer(names[block.dcn], i, index, block.dcn)
+            for i, level in enumerate(levels)
             for index, block in enumerate(level.blocks)]
 
 
 def select_layers(backbone: nn.Module, stages: Optional[Sequence[int]] = None,
                   block: int = -1) -> List[DCNv3Layer]:
-    """Block ``block`` (negative counts from the end) of each of ``stages``
-    (default: every level)."""
+    """Block ``block`` (0-based; negative counts from the end) of each of
+    ``stages``, numbered from 1 as in the paper (stage 1 is ``levels[0]``);
+    default: every stage."""
     layers = dcnv3_layers(backbone)
-    num_stages = max(layer.stage for layer in layers) + 1
-    stages = list(range(num_stages)) if stages is None else list(stages)
+    num_stages = max(layer.level for layer in layers) + 1
+    stages = range(1, num_stages + 1) if stages is None else stages
     chosen = []
     for stage in stages:
-        if not 0 <= stage < num_stages:
+        if not 1 <= stage <= num_stages:
             raise ValueError(f'stage {stage} does not exist: the backbone '
-                             f'has stages 0..{num_stages - 1}')
-        in_stage = [layer for layer in layers if layer.stage == stage]
+                             f'has stages 1..{num_stages}')
+        in_stage = [layer for layer in layers if layer.level == stage - 1]
         if not -len(in_stage) <= block < len(in_stage):
             raise ValueError(f'block {block} does not exist in stage {stage}, '
-                             f'which has {len(in_stage)} blocks')
+                             f'which has {len(in_stage)} blocks (0..'
+                             f'{len(in_stage) - 1})')
         chosen.append(in_stage[block])
     return chosen
 
@@ -246,8 +250,6 @@ def load_image(path: str, shape: Tuple[int, int]) -> np.ndarray:
         FileNotFoundError: when there is no such file.
         ValueError: when the file is not an image, or ``shape`` is bad.
     """
-    import os.path as osp
-
     import mmcv
     if not osp.isfile(path):
         raise FileNotFoundError(f'image not found: {path}')
@@ -360,7 +362,8 @@ def sample_points(backbone: nn.Module, inputs: torch.Tensor, points,
             with one as ``backbone``).
         inputs (Tensor): (1, 3, H, W), the normalised image.
         points: query pixels (x, y) of that image.
-        stages (Sequence[int], optional): the levels; default every level.
+        stages (Sequence[int], optional): stage numbers, from 1 (stage 1 is
+            ``levels[0]``); default: every stage.
         block (int): which block of each level (negative from the end).
             Default: the last.
 
@@ -386,7 +389,7 @@ def sample_points(backbone: nn.Module, inputs: torch.Tensor, points,
     result = []
     for layer in layers:
         locations, weights = dcnv3_sampling(layer.module, seen[layer.module])
-        scale, shift = maps[layer.stage]
+        scale, shift = maps[layer.level]
         h_out, w_out = locations.shape[1:3]
         u = np.clip(np.round((points - shift) / scale), 0,
                     [w_out - 1, h_out - 1]).astype(int)

@@ -192,19 +192,19 @@ def test_backbone_sampling_maps_stages_to_image_pixels(offset_scale,
     shift = 1 - stem_padding
     shifts = {0: (0.5, -1.0), 1: (-0.25, 0.75), 2: (1.0, 0.0), 3: (0.0, 2.0)}
     for layer in dcnv3_layers(backbone):
-        hand_set(layer.module, lambda g, p, s=shifts[layer.stage]: s)
+        hand_set(layer.module, lambda g, p, s=shifts[layer.level]: s)
     height, width = 64, 80
     image = torch.randn(1, 3, height, width)
     sizes = [np.array(f.shape[:1:-1]) for f in level_outputs(backbone)(image)]
     points = [(37, 21), (0, 0), (79, 63)]
     result = sample_points(backbone, image, points)
-    assert [s.layer.stage for s in result] == [0, 1, 2, 3]
+    assert [s.layer.level for s in result] == [0, 1, 2, 3]
     for s in result:
-        scale = 4 * 2**s.layer.stage
-        dx, dy = shifts[s.layer.stage]
+        scale = 4 * 2**s.layer.level
+        dx, dy = shifts[s.layer.level]
         for q, (x, y) in enumerate(points):
             u = np.clip(np.round((np.array([x, y]) - shift) / scale), 0,
-                        sizes[s.layer.stage] - 1)
+                        sizes[s.layer.level] - 1)
             assert s.centres[q].tolist() == (scale * u + shift).tolist()
             for p, (kx, ky) in enumerate((kx, ky) for kx in range(3)
                                          for ky in range(3)):
@@ -251,7 +251,7 @@ def test_cbinternimage_samples_its_lead_backbone():
     assert [layer.name for layer in layers][:2] == [
         'cb_modules.1.levels.0.blocks.0.dcn',
         'cb_modules.1.levels.1.blocks.0.dcn']
-    result = sample_points(cb, torch.randn(1, 3, 32, 32), [(16, 16)], [2])
+    result = sample_points(cb, torch.randn(1, 3, 32, 32), [(16, 16)], [3])
     assert result[0].centres.tolist() == [[16, 16]]
     assert len(level_outputs(cb)(torch.randn(1, 3, 32, 32))) == 4
 
@@ -361,12 +361,18 @@ def test_bad_input_is_named():
     backbone = tiny_backbone()
     with pytest.raises(ValueError, match='outside the image'):
         sample_points(backbone, torch.randn(1, 3, 32, 32), [(5, -1)])
-    with pytest.raises(ValueError, match='stage 4 does not exist'):
-        select_layers(backbone, [4])
+    assert [layer.name for layer in select_layers(backbone, [4, 1])] == [
+        'levels.3.blocks.0.dcn', 'levels.0.blocks.0.dcn']
+    for stages in ([5], [0]):
+        with pytest.raises(ValueError, match=f'stage {stages[0]} does not '
+                           r'exist: the backbone has stages 1\.\.4'):
+            select_layers(backbone, stages)
     with pytest.raises(ValueError, match='block 1 does not exist'):
-        select_layers(backbone, [0], block=1)
+        select_layers(backbone, [1], block=1)
     with pytest.raises(FileNotFoundError, match='image not found'):
         load_image('/nonexistent.png', (8, 8))
+    with pytest.raises(ValueError, match='not an image'):
+        load_image(__file__, (8, 8))
 
 
 def test_load_image_covers_and_centre_crops(tmp_path):
@@ -426,10 +432,10 @@ def test_vis_sampling_end_to_end(tiny_classifier, tool, tmp_path, capsys):
     from internimage.visualization import load_image, to_inputs
     image = load_image(vis.sample_image(), (64, 64))
     want = sample_points(model.eval(), to_inputs(model, image),
-                         [(10, 20), (40, 40)], [3])[0]
+                         [(10, 20), (40, 40)], [4])[0]
     loaded = vis.load_model(vis.read_config(config), checkpoint)
     got = sample_points(loaded, to_inputs(loaded, image),
-                        [(10, 20), (40, 40)], [3])[0]
+                        [(10, 20), (40, 40)], [4])[0]
     np.testing.assert_allclose(got.locations, want.locations, atol=1e-5)
     assert np.abs(got.locations - got.centres[:, None, None]).max() > 40
 

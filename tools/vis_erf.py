@@ -24,7 +24,6 @@ and ``pad_small_map=True`` so that Swin takes maps smaller than a window).
 """
 import argparse
 import inspect
-import os
 import os.path as osp
 import sys
 
@@ -39,15 +38,9 @@ from internimage.visualization import (effective_receptive_field,  # noqa
 from vis_sampling import (add_model_args, image_shape, load_model,  # noqa
                           read_config, sample_image, save_figure)
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff',
-                    '.webp')
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='mmpretrain, mmdet or mmseg config')
-    parser.add_argument('checkpoint', nargs='?',
-                        help='checkpoint (default: random initialisation)')
+    add_model_args(parser, osp.join('outputs', 'vis_erf.png'))
     parser.add_argument('--img', nargs='+', help='image files or folders '
                         "of images (default: matplotlib's grace_hopper.jpg)")
     parser.add_argument('--compare', nargs='+', default=[],
@@ -57,18 +50,19 @@ def parse_args(argv=None):
     parser.add_argument('--share', type=float, default=0.5,
                         help='print the area holding this share of the '
                         'gradient. Default: 0.5')
-    add_model_args(parser)
     return parser.parse_args(argv)
 
 
 def collect_images(paths):
     """Image files: those given, and those inside the folders given."""
+    from mmdet.utils.misc import IMG_EXTENSIONS
+    from mmengine.utils import scandir
     found = []
     for path in paths:
         if osp.isdir(path):
-            inside = sorted(
-                osp.join(path, f) for f in os.listdir(path)
-                if f.lower().endswith(IMAGE_EXTENSIONS))
+            inside = sorted(osp.join(path, f) for f in scandir(
+                path, IMG_EXTENSIONS + tuple(e.upper()
+                                             for e in IMG_EXTENSIONS)))
             if not inside:
                 raise FileNotFoundError(f'no images in folder {path}')
             found += inside
@@ -165,7 +159,6 @@ def draw(rows, shape, share, out):
 
 def main(argv=None):
     args = parse_args(argv)
-    out = args.out or osp.join('outputs', 'vis_erf.png')
     try:
         cfg = read_config(args.config, args.cfg_options)
         shape = image_shape(cfg, args.shape)
@@ -187,7 +180,7 @@ def main(argv=None):
                          [share_area(e, args.share) for e in erfs]))
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         sys.exit(f'error: {e}')
-    draw(rows, shape, args.share, out)
+    draw(rows, shape, args.share, args.out)
     total = shape[0] * shape[1]
     print(f'ERF over {len(images)} image(s) at {shape[1]} x {shape[0]} '
           f'(W x H): the smallest area holding {args.share:.0%} of the '
@@ -197,7 +190,7 @@ def main(argv=None):
         for c, (pixels, _) in enumerate(areas):
             print(f'    stage {c + 1}: {pixels} px ({np.sqrt(pixels):.1f} '
                   f'px square, {pixels / total:.2%} of the image)')
-    print(f'saved: {out}')
+    print(f'saved: {args.out}')
 
 
 if __name__ == '__main__':

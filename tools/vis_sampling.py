@@ -2,7 +2,7 @@
 """Draw where each DCNv3 group of an InternImage samples, per stage.
 
     python tools/vis_sampling.py CONFIG [CHECKPOINT] [--img IMG]
-        [--points X,Y ...] [--stages 0 1 2 3] [--block -1] [--shape H W]
+        [--points X,Y ...] [--stages 1 2 3 4] [--block -1] [--shape H W]
         [--out outputs/vis_sampling.png] [--cfg-options KEY=VALUE ...]
 
 For classifier, detector and segmentor configs alike (mmpretrain, mmdet,
@@ -47,9 +47,13 @@ def parse_points(text):
     return x, y
 
 
-def add_model_args(parser):
-    """Options vis_sampling.py and vis_erf.py share."""
+def add_model_args(parser, out):
+    """Arguments vis_sampling.py and vis_erf.py share."""
     from mmengine.config import DictAction
+    parser.add_argument('config', help='mmpretrain, mmdet or mmseg config')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='checkpoint (path or URL); default: random '
+                        'initialisation')
     parser.add_argument('--shape', type=int, nargs='+', metavar='N',
                         help='H W (or one value: square) of the image the '
                         "model sees; default: the config's test size")
@@ -58,26 +62,24 @@ def add_model_args(parser):
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the random initialisation (models '
                         'without a checkpoint). Default: 0')
-    parser.add_argument('--out', help='the PNG to write')
+    parser.add_argument('--out', default=out,
+                        help=f'the PNG to write. Default: {out}')
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('config', help='mmpretrain, mmdet or mmseg config')
-    parser.add_argument('checkpoint', nargs='?',
-                        help='checkpoint (path or URL); default: random '
-                        'initialisation, whose offsets are zero')
+    add_model_args(parser, osp.join('outputs', 'vis_sampling.png'))
     parser.add_argument('--img', help="image file (default: matplotlib's "
                         'grace_hopper.jpg)')
     parser.add_argument('--points', type=parse_points, nargs='+',
                         metavar='X,Y', help='query pixels (default: the '
                         'centre and the centres of the quarters)')
     parser.add_argument('--stages', type=int, nargs='+',
-                        help='levels to draw (default: all)')
+                        help='stages to draw, from 1 as in the paper (stage 1 '
+                        'is levels[0]); default: all')
     parser.add_argument('--block', type=int, default=-1,
-                        help='which block of each stage (negative: from the '
-                        'end). Default: -1, the last')
-    add_model_args(parser)
+                        help='which block of each stage, from 0 (negative: '
+                        'from the end). Default: -1, the last')
     return parser.parse_args(argv)
 
 
@@ -103,10 +105,9 @@ def load_model(cfg, checkpoint=None, source='config',
     """Build ``cfg.model`` on the CPU in eval mode: with ``checkpoint``
     loaded strictly as tools/image_demo.py does, else randomly initialised
     as the config says (``Pretrained`` entries left out) from ``seed``.
-    Raises
-    FileNotFoundError / CheckpointError / ValueError naming the problem
-    (with ``needs_internimage``, also for a model without an InternImage
-    backbone, before the checkpoint is read)."""
+    Raises FileNotFoundError / CheckpointError / ValueError naming the
+    problem (with ``needs_internimage``, also for a model without an
+    InternImage backbone, before the checkpoint is read)."""
     library_of(cfg)
     if checkpoint is not None and '://' not in checkpoint and \
             not osp.isfile(checkpoint):
@@ -186,7 +187,7 @@ def draw(samplings, image_rgb, out, title=None):
         margin = 0.1 * max(width, height)
         ax.set_xlim(-0.5 - margin, width - 0.5 + margin)
         ax.set_ylim(height - 0.5 + margin, -0.5 - margin)
-        ax.set_title(f'stage {s.layer.stage + 1}, block {s.layer.block} '
+        ax.set_title(f'stage {s.layer.level + 1}, block {s.layer.block} '
                      f'({groups} groups)', fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -215,7 +216,6 @@ def save_figure(fig, out):
 def main(argv=None):
     args = parse_args(argv)
     img = args.img or sample_image()
-    out = args.out or osp.join('outputs', 'vis_sampling.png')
     try:
         cfg = read_config(args.config, args.cfg_options)
         shape = image_shape(cfg, args.shape)
@@ -229,7 +229,7 @@ def main(argv=None):
         sys.exit(f'error: {e}')
     weights = osp.basename(args.checkpoint) if args.checkpoint else \
         'random init'
-    draw(samplings, image[..., ::-1], out,
+    draw(samplings, image[..., ::-1], args.out,
          f'{osp.splitext(osp.basename(args.config))[0]} ({weights})')
     print(f'{img} at {shape[1]} x {shape[0]} (W x H), '
           f'{len(samplings[0].queries)} query pixels, weights: '
@@ -242,12 +242,12 @@ def main(argv=None):
             (y > height - 0.5)
         total = s.weights.sum()  # one per query and group
         groups, points = s.weights.shape[1:]
-        print(f'  stage {s.layer.stage + 1} ({s.layer.name}, {groups} groups'
+        print(f'  stage {s.layer.level + 1} ({s.layer.name}, {groups} groups'
               f' x {points} points): weighted mean distance from the output '
               f'pixel {(dist * s.weights).sum() / total:.1f} px, farthest '
               f'{dist.max():.1f} px, {(s.weights * outside).sum() / total:.0%}'
               ' of the weight outside the image')
-    print(f'saved: {out}')
+    print(f'saved: {args.out}')
 
 
 if __name__ == '__main__':
