@@ -1,0 +1,243 @@
+# Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+"""The DCNv3 Triton kernels (``docs/dcnv3_op.md`` says what they compute).
+
+Layout: a *row* is one (output pixel, group) pair, ``r = q * G + g`` with
+``q`` the flat output pixel. The group's ``D`` channels of the output (and of
+the output gradient) for row ``r`` sit at ``r * D``, its ``2P`` offsets at
+``r * 2P`` and its ``P`` mask values at ``r * P``, so a block of rows is one
+contiguous stretch of each tensor. A program takes ``BLOCK_R`` rows and all
+``D`` channels of each (``BLOCK_D`` = D rounded up to a power of two): the
+sampling location, the bilinear weights and the mask of each point are
+computed once per row and shared by the row's channels, which are loaded as
+one contiguous vector per neighbour. Accumulation is fp32 (fp64 for fp64
+tensors). The backward is one kernel: per point it gathers the four
+neighbours once, reduces them against the output gradient for the offset and
+mask gradients, and scatters the input gradient with atomic adds.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _to_acc(x, FP64: tl.constexpr):
+    """x in the accumulation precision: fp64 for fp64 tensors, else fp32."""
+    if FP64:
+        return x.to(tl.float64)
+    else:
+        return x.to(tl.float32)
+
+
+@triton.jit
+def _rows(pid, rows, G, HO, WO, H, W, C, D, stride_h, stride_w, pad_h, pad_w,
+          dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr,
+          BLOCK_R: tl.constexpr):
+    """The block's rows, their validity, the address of their group's first
+    channel in the input image, and the kernel centre (x, y) of their pixel
+    in input coordinates (integers)."""
+    r = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    valid = r < rows
+    g = r % G
+    q = r // G
+    j = (q % WO).to(tl.int32)
+    t = q // WO
+    i = (t % HO).to(tl.int32)
+    n = t // HO
+    image = n * H * W * C + g * D
+    cx = j * stride_w - pad_w + (dil_w * (KW - 1)) // 2
+    cy = i * stride_h - pad_h + (dil_h * (KH - 1)) // 2
+    return r, valid, image, cx, cy
+
+
+@triton.jit
+def _point_grid(p, dil_h, dil_w, KH: tl.constexpr,
+                KW: tl.constexpr, REMOVE_CENTER: tl.constexpr):
+    """Offset (dx, dy) of point p from the kernel centre on the fixed grid;
+    points run with the kernel's x index outer, the centre left out with
+    REMOVE_CENTER."""
+    CENTER: tl.constexpr = ((KW - 1) // 2) * KH + (KH - 1) // 2
+    k = p
+    if REMOVE_CENTER:
+        k = tl.where(p >= CENTER, p + 1, p)
+    dx = (k // KH) * dil_w - (dil_w * (KW - 1)) // 2
+    dy = (k % KH) * dil_h - (dil_h * (KH - 1)) // 2
+    return dx, dy
+
+
+@triton.jit
+def _bilinear(x, y, valid, H, W):
+    """Bilinear neighbours of (x, y): the top-left one's (x0, y0), the
+    fractions (lx, ly), and which of the four lie inside the image
+    (neighbours outside count as zero)."""
+    inside = valid & (x > -1) & (y > -1) & (x < W) & (y < H)
+    # Points outside (or NaN) get a harmless location; their masks are off.
+    xf = tl.floor(tl.where(inside, x, 0.0))
+    yf = tl.floor(tl.where(inside, y, 0.0))
+    lx = tl.where(inside, x, 0.0) - xf
+    ly = tl.where(inside, y, 0.0) - yf
+    x0 = xf.to(tl.int32)
+    y0 = yf.to(tl.int32)
+    top = inside & (y0 >= 0)
+    bottom = inside & (y0 + 1 < H)
+    left = x0 >= 0
+    right = x0 + 1 < W
+    return x0, y0, lx, ly, top & left, top & right, bottom & left, bottom & right
+
+
+@triton.jit
+def _mask_softmax_stats(msk, r, valid, P: tl.constexpr, FP64: tl.constexpr,
+                        BLOCK_P: tl.constexpr):
+    """Max and 1 / sum(exp(logit - max)) of each row's P mask logits."""
+    pc = tl.arange(0, BLOCK_P)
+    logits = _to_acc(tl.load(msk + r[:, None] * P + pc[None, :],
+                             mask=valid[:, None] & (pc[None, :] < P), other=0.0),
+                     FP64)
+    logits = tl.where(pc[None, :] < P, logits, float('-inf'))
+    top = tl.max(logits, 1)
+    total = tl.sum(tl.exp(logits - top[:, None]), 1)
+    return top, 1.0 / total
+
+
+@triton.jit
+def _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
+           scale, top, inv_total, KH: tl.constexpr, KW: tl.constexpr,
+           REMOVE_CENTER: tl.constexpr, SOFTMAX: tl.constexpr,
+           FP64: tl.constexpr):
+    """Where point p of each row samples, and its mask weight."""
+    P: tl.constexpr = KH * KW - REMOVE_CENTER
+    dx, dy = _point_grid(p, dil_h, dil_w, KH, KW, REMOVE_CENTER)
+    ox = _to_acc(tl.load(off + r * (2 * P) + 2 * p, mask=valid, other=0.0), FP64)
+    oy = _to_acc(tl.load(off + r * (2 * P) + 2 * p + 1, mask=valid, other=0.0), FP64)
+    x = _to_acc(cx, FP64) + scale * (_to_acc(dx, FP64) + ox)
+    y = _to_acc(cy, FP64) + scale * (_to_acc(dy, FP64) + oy)
+    m = _to_acc(tl.load(msk + r * P + p, mask=valid, other=0.0), FP64)
+    if SOFTMAX:
+        m = tl.exp(m - top) * inv_total
+    return x, y, m
+
+
+@triton.jit
+def dcnv3_forward_kernel(
+        inp, off, msk, out, rows, H, W, HO, WO, G, D, stride_h, stride_w,
+        pad_h, pad_w, dil_h, dil_w, OFFSET_SCALE: tl.constexpr,
+        KH: tl.constexpr, KW: tl.constexpr, REMOVE_CENTER: tl.constexpr,
+        SOFTMAX: tl.constexpr, FP64: tl.constexpr, BLOCK_R: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
+    P: tl.constexpr = KH * KW - REMOVE_CENTER
+    C = G * D
+    r, valid, image, cx, cy = _rows(tl.program_id(0), rows, G, HO, WO, H, W,
+                                    C, D, stride_h, stride_w, pad_h, pad_w,
+                                    dil_h, dil_w, KH, KW, BLOCK_R)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < D
+    scale = _to_acc(tl.full([], OFFSET_SCALE, tl.float64), FP64)
+    top = scale
+    inv_total = scale
+    if SOFTMAX:
+        top, inv_total = _mask_softmax_stats(msk, r, valid, P, FP64, BLOCK_P)
+    acc = _to_acc(tl.zeros([BLOCK_R, BLOCK_D], tl.float32), FP64)
+    base = inp + image
+    for p in range(P):
+        x, y, m = _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
+                         scale, top, inv_total, KH, KW, REMOVE_CENTER, SOFTMAX,
+                         FP64)
+        x0, y0, lx, ly, in00, in01, in10, in11 = _bilinear(x, y, valid, H, W)
+        hx = 1.0 - lx
+        hy = 1.0 - ly
+        at = base + (y0.to(tl.int64) * W + x0) * C
+        v = tl.load(at[:, None] + d[None, :], mask=in00[:, None] & dmask[None, :],
+                    other=0.0)
+        acc += (m * hy * hx)[:, None] * _to_acc(v, FP64)
+        v = tl.load(at[:, None] + (C + d)[None, :],
+                    mask=in01[:, None] & dmask[None, :], other=0.0)
+        acc += (m * hy * lx)[:, None] * _to_acc(v, FP64)
+        at += W * C
+        v = tl.load(at[:, None] + d[None, :], mask=in10[:, None] & dmask[None, :],
+                    other=0.0)
+        acc += (m * ly * hx)[:, None] * _to_acc(v, FP64)
+        v = tl.load(at[:, None] + (C + d)[None, :],
+                    mask=in11[:, None] & dmask[None, :], other=0.0)
+        acc += (m * ly * lx)[:, None] * _to_acc(v, FP64)
+    tl.store(out + r[:, None] * D + d[None, :], acc.to(out.dtype.element_ty),
+             mask=valid[:, None] & dmask[None, :])
+
+
+@triton.jit
+def dcnv3_backward_kernel(
+        grad_out, inp, off, msk, grad_inp, grad_off, grad_msk, rows, H, W, HO,
+        WO, G, D, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+        OFFSET_SCALE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+        REMOVE_CENTER: tl.constexpr, SOFTMAX: tl.constexpr, FP64: tl.constexpr,
+        BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Gradients of input (atomic adds into an fp32/fp64 buffer), offset and
+    mask (or, with SOFTMAX, of the mask logits) in one pass."""
+    P: tl.constexpr = KH * KW - REMOVE_CENTER
+    C = G * D
+    r, valid, image, cx, cy = _rows(tl.program_id(0), rows, G, HO, WO, H, W,
+                                    C, D, stride_h, stride_w, pad_h, pad_w,
+                                    dil_h, dil_w, KH, KW, BLOCK_R)
+    d = tl.arange(0, BLOCK_D)
+    dmask = d < D
+    pc = tl.arange(0, BLOCK_P)
+    scale = _to_acc(tl.full([], OFFSET_SCALE, tl.float64), FP64)
+    top = scale
+    inv_total = scale
+    if SOFTMAX:
+        top, inv_total = _mask_softmax_stats(msk, r, valid, P, FP64, BLOCK_P)
+    go = _to_acc(tl.load(grad_out + r[:, None] * D + d[None, :],
+                         mask=valid[:, None] & dmask[None, :], other=0.0), FP64)
+    # The gradient with respect to each point's mask weight, and the weights.
+    grad_m = _to_acc(tl.zeros([BLOCK_R, BLOCK_P], tl.float32), FP64)
+    weights = _to_acc(tl.zeros([BLOCK_R, BLOCK_P], tl.float32), FP64)
+    base = inp + image
+    gbase = grad_inp + image
+    for p in range(P):
+        x, y, m = _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
+                         scale, top, inv_total, KH, KW, REMOVE_CENTER, SOFTMAX,
+                         FP64)
+        x0, y0, lx, ly, in00, in01, in10, in11 = _bilinear(x, y, valid, H, W)
+        hx = 1.0 - lx
+        hy = 1.0 - ly
+        mgo = m[:, None] * go
+        at = (y0.to(tl.int64) * W + x0) * C
+        # Each neighbour: t = <grad_out, value>, then
+        #   d/dmask += w * t,  d/dx += dw/dx * t,  d/dy += dw/dy * t.
+        cols = at[:, None] + d[None, :]
+        use = in00[:, None] & dmask[None, :]
+        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
+        tl.atomic_add(gbase[:, None] + cols, (hy * hx)[:, None] * mgo, mask=use, sem='relaxed')
+        gm = hy * hx * t
+        gx = -hy * t
+        gy = -hx * t
+        cols = cols + C
+        use = in01[:, None] & dmask[None, :]
+        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
+        tl.atomic_add(gbase[:, None] + cols, (hy * lx)[:, None] * mgo, mask=use, sem='relaxed')
+        gm += hy * lx * t
+        gx += hy * t
+        gy -= lx * t
+        cols = cols + (W - 1) * C
+        use = in10[:, None] & dmask[None, :]
+        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
+        tl.atomic_add(gbase[:, None] + cols, (ly * hx)[:, None] * mgo, mask=use, sem='relaxed')
+        gm += ly * hx * t
+        gx -= ly * t
+        gy += hx * t
+        cols = cols + C
+        use = in11[:, None] & dmask[None, :]
+        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
+        tl.atomic_add(gbase[:, None] + cols, (ly * lx)[:, None] * mgo, mask=use, sem='relaxed')
+        gm += ly * lx * t
+        gx += ly * t
+        gy += lx * t
+        ms = m * scale
+        dtype = grad_off.dtype.element_ty
+        tl.store(grad_off + r * (2 * P) + 2 * p, (ms * gx).to(dtype), mask=valid)
+        tl.store(grad_off + r * (2 * P) + 2 * p + 1, (ms * gy).to(dtype), mask=valid)
+        grad_m = tl.where(pc[None, :] == p, gm[:, None], grad_m)
+        weights = tl.where(pc[None, :] == p, m[:, None], weights)
+    if SOFTMAX:
+        # Through the softmax: d/dlogit_p = a_p * (d/da_p - sum_k a_k d/da_k).
+        grad_m = weights * (grad_m - tl.sum(weights * grad_m, 1)[:, None])
+    tl.store(grad_msk + r[:, None] * P + pc[None, :],
+             grad_m.to(grad_msk.dtype.element_ty),
+             mask=valid[:, None] & (pc[None, :] < P))
