@@ -18,6 +18,16 @@ import triton
 import triton.language as tl
 
 
+# Only builtins of triton.language here: its @jit-written library (tl.zeros,
+# tl.sum, tl.max) runs under the interpreter only when TRITON_INTERPRET=1 was
+# set before triton itself was imported, while these kernels need it set only
+# before this module is imported. So tl.full for zeros, and tl.reduce with
+# the library's own combine functions (what tl.sum and tl.max use), which the
+# interpreter recognises and runs with numpy.
+_SUM = tl.standard._sum_combine
+_MAX = tl.standard._elementwise_max
+
+
 @triton.jit
 def _to_acc(x, FP64: tl.constexpr):
     """x in the accumulation precision: fp64 for fp64 tensors, else fp32."""
@@ -92,8 +102,8 @@ def _mask_softmax_stats(msk, r, valid, P: tl.constexpr, FP64: tl.constexpr,
                              mask=valid[:, None] & (pc[None, :] < P), other=0.0),
                      FP64)
     logits = tl.where(pc[None, :] < P, logits, float('-inf'))
-    top = tl.max(logits, 1)
-    total = tl.sum(tl.exp(logits - top[:, None]), 1)
+    top = tl.reduce(logits, 1, _MAX)
+    total = tl.reduce(tl.exp(logits - top[:, None]), 1, _SUM)
     return top, 1.0 / total
 
 
@@ -116,6 +126,25 @@ def _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
 
 
 @triton.jit
+def _gather(base, cols, inside, dmask, weight, FP64: tl.constexpr):
+    """weight * the neighbour's channels (zero where it is outside)."""
+    v = tl.load(base[:, None] + cols, mask=inside[:, None] & dmask[None, :], other=0.0)
+    return weight[:, None] * _to_acc(v, FP64)
+
+
+@triton.jit
+def _gather_scatter(base, gbase, cols, inside, dmask, go, mgo, weight,
+                    FP64: tl.constexpr):
+    """For the backward at one neighbour: grad_input += weight * mask *
+    grad_out there (atomics: rows share neighbours), and return
+    <grad_out, value> per row."""
+    use = inside[:, None] & dmask[None, :]
+    v = _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64)
+    tl.atomic_add(gbase[:, None] + cols, weight[:, None] * mgo, mask=use, sem='relaxed')
+    return tl.reduce(go * v, 1, _SUM)
+
+
+@triton.jit
 def dcnv3_forward_kernel(
         inp, off, msk, out, rows, H, W, HO, WO, G, D, stride_h, stride_w,
         pad_h, pad_w, dil_h, dil_w, OFFSET_SCALE: tl.constexpr,
@@ -134,7 +163,7 @@ def dcnv3_forward_kernel(
     inv_total = scale
     if SOFTMAX:
         top, inv_total = _mask_softmax_stats(msk, r, valid, P, FP64, BLOCK_P)
-    acc = _to_acc(tl.zeros([BLOCK_R, BLOCK_D], tl.float32), FP64)
+    acc = _to_acc(tl.full([BLOCK_R, BLOCK_D], 0.0, tl.float32), FP64)
     base = inp + image
     for p in range(P):
         x, y, m = _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
@@ -143,20 +172,13 @@ def dcnv3_forward_kernel(
         x0, y0, lx, ly, in00, in01, in10, in11 = _bilinear(x, y, valid, H, W)
         hx = 1.0 - lx
         hy = 1.0 - ly
-        at = base + (y0.to(tl.int64) * W + x0) * C
-        v = tl.load(at[:, None] + d[None, :], mask=in00[:, None] & dmask[None, :],
-                    other=0.0)
-        acc += (m * hy * hx)[:, None] * _to_acc(v, FP64)
-        v = tl.load(at[:, None] + (C + d)[None, :],
-                    mask=in01[:, None] & dmask[None, :], other=0.0)
-        acc += (m * hy * lx)[:, None] * _to_acc(v, FP64)
-        at += W * C
-        v = tl.load(at[:, None] + d[None, :], mask=in10[:, None] & dmask[None, :],
-                    other=0.0)
-        acc += (m * ly * hx)[:, None] * _to_acc(v, FP64)
-        v = tl.load(at[:, None] + (C + d)[None, :],
-                    mask=in11[:, None] & dmask[None, :], other=0.0)
-        acc += (m * ly * lx)[:, None] * _to_acc(v, FP64)
+        # The four neighbours' channel vectors, at cols (top left) + C
+        # (right), + W * C (below).
+        cols = (y0.to(tl.int64) * W + x0)[:, None] * C + d[None, :]
+        acc += _gather(base, cols, in00, dmask, m * hy * hx, FP64)
+        acc += _gather(base, cols + C, in01, dmask, m * hy * lx, FP64)
+        acc += _gather(base, cols + W * C, in10, dmask, m * ly * hx, FP64)
+        acc += _gather(base, cols + (W + 1) * C, in11, dmask, m * ly * lx, FP64)
     tl.store(out + r[:, None] * D + d[None, :], acc.to(out.dtype.element_ty),
              mask=valid[:, None] & dmask[None, :])
 
@@ -186,8 +208,8 @@ def dcnv3_backward_kernel(
     go = _to_acc(tl.load(grad_out + r[:, None] * D + d[None, :],
                          mask=valid[:, None] & dmask[None, :], other=0.0), FP64)
     # The gradient with respect to each point's mask weight, and the weights.
-    grad_m = _to_acc(tl.zeros([BLOCK_R, BLOCK_P], tl.float32), FP64)
-    weights = _to_acc(tl.zeros([BLOCK_R, BLOCK_P], tl.float32), FP64)
+    grad_m = _to_acc(tl.full([BLOCK_R, BLOCK_P], 0.0, tl.float32), FP64)
+    weights = _to_acc(tl.full([BLOCK_R, BLOCK_P], 0.0, tl.float32), FP64)
     base = inp + image
     gbase = grad_inp + image
     for p in range(P):
@@ -198,37 +220,18 @@ def dcnv3_backward_kernel(
         hx = 1.0 - lx
         hy = 1.0 - ly
         mgo = m[:, None] * go
-        at = (y0.to(tl.int64) * W + x0) * C
-        # Each neighbour: t = <grad_out, value>, then
-        #   d/dmask += w * t,  d/dx += dw/dx * t,  d/dy += dw/dy * t.
-        cols = at[:, None] + d[None, :]
-        use = in00[:, None] & dmask[None, :]
-        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
-        tl.atomic_add(gbase[:, None] + cols, (hy * hx)[:, None] * mgo, mask=use, sem='relaxed')
-        gm = hy * hx * t
-        gx = -hy * t
-        gy = -hx * t
-        cols = cols + C
-        use = in01[:, None] & dmask[None, :]
-        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
-        tl.atomic_add(gbase[:, None] + cols, (hy * lx)[:, None] * mgo, mask=use, sem='relaxed')
-        gm += hy * lx * t
-        gx += hy * t
-        gy -= lx * t
-        cols = cols + (W - 1) * C
-        use = in10[:, None] & dmask[None, :]
-        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
-        tl.atomic_add(gbase[:, None] + cols, (ly * hx)[:, None] * mgo, mask=use, sem='relaxed')
-        gm += ly * hx * t
-        gx -= ly * t
-        gy += hx * t
-        cols = cols + C
-        use = in11[:, None] & dmask[None, :]
-        t = tl.sum(go * _to_acc(tl.load(base[:, None] + cols, mask=use, other=0.0), FP64), 1)
-        tl.atomic_add(gbase[:, None] + cols, (ly * lx)[:, None] * mgo, mask=use, sem='relaxed')
-        gm += ly * lx * t
-        gx += ly * t
-        gy += lx * t
+        # Each neighbour's t = <grad_out, value>, then d/dmask = sum w * t,
+        # d/dx = sum dw/dx * t, d/dy = sum dw/dy * t over the neighbours.
+        cols = (y0.to(tl.int64) * W + x0)[:, None] * C + d[None, :]
+        t00 = _gather_scatter(base, gbase, cols, in00, dmask, go, mgo, hy * hx, FP64)
+        t01 = _gather_scatter(base, gbase, cols + C, in01, dmask, go, mgo, hy * lx, FP64)
+        t10 = _gather_scatter(base, gbase, cols + W * C, in10, dmask, go, mgo, ly * hx,
+                              FP64)
+        t11 = _gather_scatter(base, gbase, cols + (W + 1) * C, in11, dmask, go, mgo,
+                              ly * lx, FP64)
+        gm = hy * (hx * t00 + lx * t01) + ly * (hx * t10 + lx * t11)
+        gx = hy * (t01 - t00) + ly * (t11 - t10)
+        gy = hx * (t10 - t00) + lx * (t11 - t01)
         ms = m * scale
         dtype = grad_off.dtype.element_ty
         tl.store(grad_off + r * (2 * P) + 2 * p, (ms * gx).to(dtype), mask=valid)
@@ -237,7 +240,7 @@ def dcnv3_backward_kernel(
         weights = tl.where(pc[None, :] == p, m[:, None], weights)
     if SOFTMAX:
         # Through the softmax: d/dlogit_p = a_p * (d/da_p - sum_k a_k d/da_k).
-        grad_m = weights * (grad_m - tl.sum(weights * grad_m, 1)[:, None])
+        grad_m = weights * (grad_m - tl.reduce(weights * grad_m, 1, _SUM)[:, None])
     tl.store(grad_msk + r[:, None] * P + pc[None, :],
              grad_m.to(grad_msk.dtype.element_ty),
              mask=valid[:, None] & (pc[None, :] < P))
