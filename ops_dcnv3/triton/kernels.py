@@ -43,16 +43,18 @@ def _rows(pid, rows, G, HO, WO, H, W, C, D, stride_h, stride_w, pad_h, pad_w,
           BLOCK_R: tl.constexpr):
     """The block's rows, their validity, the address of their group's first
     channel in the input image, and the kernel centre (x, y) of their pixel
-    in input coordinates (integers)."""
-    r = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    valid = r < rows
-    g = r % G
-    q = r // G
-    j = (q % WO).to(tl.int32)
+    in input coordinates (integers). Rows are decoded in int32 (the launcher
+    keeps their count below 2**31); addresses are int64."""
+    r32 = pid * BLOCK_R + tl.arange(0, BLOCK_R)
+    valid = r32 < rows
+    g = r32 % G
+    q = r32 // G
+    j = q % WO
     t = q // WO
-    i = (t % HO).to(tl.int32)
+    i = t % HO
     n = t // HO
-    image = n * H * W * C + g * D
+    r = r32.to(tl.int64)
+    image = n.to(tl.int64) * H * W * C + g * D
     cx = j * stride_w - pad_w + (dil_w * (KW - 1)) // 2
     cy = i * stride_h - pad_h + (dil_h * (KH - 1)) // 2
     return r, valid, image, cx, cy

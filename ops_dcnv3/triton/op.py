@@ -97,6 +97,9 @@ def _geometry(input, h_out, w_out, points, kernel_h, kernel_w, stride_h,
     """The kernels' scalar arguments and constexprs, and the rows."""
     n, height, width, _ = input.shape
     rows = n * h_out * w_out * group
+    if rows >= 2**31:
+        raise ValueError(f'DCNv3 (Triton): {rows} (output pixel, group) pairs; '
+                         'the kernels take fewer than 2**31: split the batch')
     args = (rows, height, width, h_out, w_out, group, group_channels,
             stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
     constexprs = dict(
