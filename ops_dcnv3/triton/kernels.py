@@ -40,10 +40,10 @@ def _to_acc(x, FP64: tl.constexpr):
 @triton.jit
 def _rows(pid, rows, G, HO, WO, H, W, C, D, stride_h, stride_w, pad_h, pad_w,
           dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr,
-          BLOCK_R: tl.constexpr):
+          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """The block's rows, their validity, the address of their group's first
-    channel in the input image, and the kernel centre (x, y) of their pixel
-    in input coordinates (integers). Rows are decoded in int32 (the launcher
+    channel in the input image, the kernel centre (x, y) of their pixel in
+    input coordinates (integers), and the channel index d with its mask. Rows are decoded in int32 (the launcher
     keeps their count below 2**31); addresses are int64."""
     r32 = pid * BLOCK_R + tl.arange(0, BLOCK_R)
     valid = r32 < rows
@@ -57,7 +57,8 @@ def _rows(pid, rows, G, HO, WO, H, W, C, D, stride_h, stride_w, pad_h, pad_w,
     image = n.to(tl.int64) * H * W * C + g * D
     cx = j * stride_w - pad_w + (dil_w * (KW - 1)) // 2
     cy = i * stride_h - pad_h + (dil_h * (KH - 1)) // 2
-    return r, valid, image, cx, cy
+    d = tl.arange(0, BLOCK_D)
+    return r, valid, image, cx, cy, d, d < D
 
 
 @triton.jit
@@ -110,11 +111,28 @@ def _mask_softmax_stats(msk, r, valid, P: tl.constexpr, FP64: tl.constexpr,
 
 
 @triton.jit
-def _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
-           scale, top, inv_total, KH: tl.constexpr, KW: tl.constexpr,
-           REMOVE_CENTER: tl.constexpr, SOFTMAX: tl.constexpr,
-           FP64: tl.constexpr):
-    """Where point p of each row samples, and its mask weight."""
+def _weights_setup(msk, r, valid, OFFSET_SCALE: tl.constexpr, P: tl.constexpr,
+                   SOFTMAX: tl.constexpr, FP64: tl.constexpr,
+                   BLOCK_P: tl.constexpr):
+    """offset_scale in the accumulation precision and, with SOFTMAX, each
+    row's softmax statistics (unused otherwise)."""
+    scale = _to_acc(tl.full([], OFFSET_SCALE, tl.float64), FP64)
+    top = scale
+    inv_total = scale
+    if SOFTMAX:
+        top, inv_total = _mask_softmax_stats(msk, r, valid, P, FP64, BLOCK_P)
+    return scale, top, inv_total
+
+
+@triton.jit
+def _sample(off, msk, r, valid, cx, cy, p, H, W, C, d, dil_h, dil_w, scale,
+            top, inv_total, KH: tl.constexpr, KW: tl.constexpr,
+            REMOVE_CENTER: tl.constexpr, SOFTMAX: tl.constexpr,
+            FP64: tl.constexpr):
+    """Point p of each row: its mask weight, the bilinear fractions (lx, ly)
+    and their complements, which of the four neighbours are inside, and the
+    columns of the top-left neighbour's channels (the others are at + C,
+    + W * C and + (W + 1) * C)."""
     P: tl.constexpr = KH * KW - REMOVE_CENTER
     dx, dy = _point_grid(p, dil_h, dil_w, KH, KW, REMOVE_CENTER)
     ox = _to_acc(tl.load(off + r * (2 * P) + 2 * p, mask=valid, other=0.0), FP64)
@@ -124,7 +142,9 @@ def _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
     m = _to_acc(tl.load(msk + r * P + p, mask=valid, other=0.0), FP64)
     if SOFTMAX:
         m = tl.exp(m - top) * inv_total
-    return x, y, m
+    x0, y0, lx, ly, in00, in01, in10, in11 = _bilinear(x, y, valid, H, W)
+    cols = (y0.to(tl.int64) * W + x0)[:, None] * C + d[None, :]
+    return m, lx, ly, 1.0 - lx, 1.0 - ly, in00, in01, in10, in11, cols
 
 
 @triton.jit
@@ -155,28 +175,17 @@ def dcnv3_forward_kernel(
         BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
     P: tl.constexpr = KH * KW - REMOVE_CENTER
     C = G * D
-    r, valid, image, cx, cy = _rows(tl.program_id(0), rows, G, HO, WO, H, W,
-                                    C, D, stride_h, stride_w, pad_h, pad_w,
-                                    dil_h, dil_w, KH, KW, BLOCK_R)
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < D
-    scale = _to_acc(tl.full([], OFFSET_SCALE, tl.float64), FP64)
-    top = scale
-    inv_total = scale
-    if SOFTMAX:
-        top, inv_total = _mask_softmax_stats(msk, r, valid, P, FP64, BLOCK_P)
+    r, valid, image, cx, cy, d, dmask = _rows(
+        tl.program_id(0), rows, G, HO, WO, H, W, C, D, stride_h, stride_w, pad_h,
+        pad_w, dil_h, dil_w, KH, KW, BLOCK_R, BLOCK_D)
+    scale, top, inv_total = _weights_setup(msk, r, valid, OFFSET_SCALE, P, SOFTMAX,
+                                           FP64, BLOCK_P)
     acc = _to_acc(tl.full([BLOCK_R, BLOCK_D], 0.0, tl.float32), FP64)
     base = inp + image
     for p in range(P):
-        x, y, m = _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
-                         scale, top, inv_total, KH, KW, REMOVE_CENTER, SOFTMAX,
-                         FP64)
-        x0, y0, lx, ly, in00, in01, in10, in11 = _bilinear(x, y, valid, H, W)
-        hx = 1.0 - lx
-        hy = 1.0 - ly
-        # The four neighbours' channel vectors, at cols (top left) + C
-        # (right), + W * C (below).
-        cols = (y0.to(tl.int64) * W + x0)[:, None] * C + d[None, :]
+        m, lx, ly, hx, hy, in00, in01, in10, in11, cols = _sample(
+            off, msk, r, valid, cx, cy, p, H, W, C, d, dil_h, dil_w, scale, top,
+            inv_total, KH, KW, REMOVE_CENTER, SOFTMAX, FP64)
         acc += _gather(base, cols, in00, dmask, m * hy * hx, FP64)
         acc += _gather(base, cols + C, in01, dmask, m * hy * lx, FP64)
         acc += _gather(base, cols + W * C, in10, dmask, m * ly * hx, FP64)
@@ -196,17 +205,12 @@ def dcnv3_backward_kernel(
     mask (or, with SOFTMAX, of the mask logits) in one pass."""
     P: tl.constexpr = KH * KW - REMOVE_CENTER
     C = G * D
-    r, valid, image, cx, cy = _rows(tl.program_id(0), rows, G, HO, WO, H, W,
-                                    C, D, stride_h, stride_w, pad_h, pad_w,
-                                    dil_h, dil_w, KH, KW, BLOCK_R)
-    d = tl.arange(0, BLOCK_D)
-    dmask = d < D
+    r, valid, image, cx, cy, d, dmask = _rows(
+        tl.program_id(0), rows, G, HO, WO, H, W, C, D, stride_h, stride_w, pad_h,
+        pad_w, dil_h, dil_w, KH, KW, BLOCK_R, BLOCK_D)
     pc = tl.arange(0, BLOCK_P)
-    scale = _to_acc(tl.full([], OFFSET_SCALE, tl.float64), FP64)
-    top = scale
-    inv_total = scale
-    if SOFTMAX:
-        top, inv_total = _mask_softmax_stats(msk, r, valid, P, FP64, BLOCK_P)
+    scale, top, inv_total = _weights_setup(msk, r, valid, OFFSET_SCALE, P, SOFTMAX,
+                                           FP64, BLOCK_P)
     go = _to_acc(tl.load(grad_out + r[:, None] * D + d[None, :],
                          mask=valid[:, None] & dmask[None, :], other=0.0), FP64)
     # The gradient with respect to each point's mask weight, and the weights.
@@ -215,16 +219,12 @@ def dcnv3_backward_kernel(
     base = inp + image
     gbase = grad_inp + image
     for p in range(P):
-        x, y, m = _point(off, msk, r, valid, cx, cy, p, H, W, dil_h, dil_w,
-                         scale, top, inv_total, KH, KW, REMOVE_CENTER, SOFTMAX,
-                         FP64)
-        x0, y0, lx, ly, in00, in01, in10, in11 = _bilinear(x, y, valid, H, W)
-        hx = 1.0 - lx
-        hy = 1.0 - ly
+        m, lx, ly, hx, hy, in00, in01, in10, in11, cols = _sample(
+            off, msk, r, valid, cx, cy, p, H, W, C, d, dil_h, dil_w, scale, top,
+            inv_total, KH, KW, REMOVE_CENTER, SOFTMAX, FP64)
         mgo = m[:, None] * go
         # Each neighbour's t = <grad_out, value>, then d/dmask = sum w * t,
         # d/dx = sum dw/dx * t, d/dy = sum dw/dy * t over the neighbours.
-        cols = (y0.to(tl.int64) * W + x0)[:, None] * C + d[None, :]
         t00 = _gather_scatter(base, gbase, cols, in00, dmask, go, mgo, hy * hx, FP64)
         t01 = _gather_scatter(base, gbase, cols + C, in01, dmask, go, mgo, hy * lx, FP64)
         t10 = _gather_scatter(base, gbase, cols + W * C, in10, dmask, go, mgo, ly * hx,
