@@ -97,7 +97,10 @@ def check_dcnv3_args(input, offset, mask, kernel_h, kernel_w, stride_h,
 
 #: The backends that ``OPS_DCNV3_BACKEND`` can name.
 BACKENDS = ('triton', 'cuda', 'cpu', 'reference')
-TRITON_FOUND = importlib.util.find_spec('triton') is not None
+#: Triton and the torch API for it (torch >= 2.6) are there; triton comes
+#: with torch's CUDA wheels.
+TRITON_FOUND = (importlib.util.find_spec('triton') is not None
+                and hasattr(torch.library, 'triton_op'))
 _warned = set()
 
 
@@ -146,8 +149,8 @@ def select_backend(device_type: str) -> str:
         return name
     if name == 'triton':
         if not TRITON_FOUND:
-            raise RuntimeError('OPS_DCNV3_BACKEND=triton but the triton package '
-                               'is not installed')
+            raise RuntimeError('OPS_DCNV3_BACKEND=triton needs the triton package '
+                               'and torch >= 2.6 (torch.library.triton_op)')
         if device_type != 'meta' and not _triton_ready(device_type):
             raise RuntimeError(
                 f'OPS_DCNV3_BACKEND=triton cannot run {device_type} tensors: the '
