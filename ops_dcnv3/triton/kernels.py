@@ -166,7 +166,13 @@ def _gather_scatter(base, gbase, cols, inside, dmask, go, mgo, weight,
     return tl.reduce(go * v, 1, _SUM)
 
 
-@triton.jit
+# Sizes and hyper-parameters are plain runtime integers: no recompilation for
+# each value of 1 or multiple of 16 (a model has many layer shapes).
+_GEOMETRY = ['rows', 'H', 'W', 'HO', 'WO', 'G', 'D', 'stride_h', 'stride_w',
+             'pad_h', 'pad_w', 'dil_h', 'dil_w']
+
+
+@triton.jit(do_not_specialize=_GEOMETRY)
 def dcnv3_forward_kernel(
         inp, off, msk, out, rows, H, W, HO, WO, G, D, stride_h, stride_w,
         pad_h, pad_w, dil_h, dil_w, OFFSET_SCALE: tl.constexpr,
@@ -194,7 +200,7 @@ def dcnv3_forward_kernel(
              mask=valid[:, None] & dmask[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_GEOMETRY)
 def dcnv3_backward_kernel(
         grad_out, inp, off, msk, grad_inp, grad_off, grad_msk, rows, H, W, HO,
         WO, G, D, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
