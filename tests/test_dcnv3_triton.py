@@ -207,6 +207,15 @@ def test_opcheck():
             test_utils=utils)
 
 
+def test_meta_tensors_give_shapes():
+    case = CASES['k5_s2_d2_c64_center']
+    x, off, mask = [t.float().to('meta').requires_grad_() for t in case.tensors()]
+    out = dcnv3(x, off, mask, *case.params(), 64, True, True)
+    assert out.device.type == 'meta' and out.shape == (1, *case.out_size, 128)
+    grads = torch.autograd.grad(out.sum(), (x, off, mask))
+    assert [g.shape for g in grads] == [t.shape for t in (x, off, mask)]
+
+
 def test_gradcheck_fp64():
     """Against finite differences (fast mode: a few random directions, each
     a handful of interpreted launches)."""

@@ -55,13 +55,15 @@ def _on_device(t: torch.Tensor):
 
 
 def _traced(tensors) -> bool:
-    return any(torch._subclasses.fake_tensor.is_fake(t) for t in tensors)
+    """Fake or meta tensors: shapes without data."""
+    return any(t.device.type == 'meta' or torch._subclasses.fake_tensor.is_fake(t)
+               for t in tensors)
 
 
 def _launch(kernel, grid, tensors, *args, **constexprs):
     """Launch a kernel through wrap_triton. Interpreted kernels cannot be
-    captured in a graph: for fake tensors (shapes only) they are skipped, and
-    tracing them for torch.compile or export is refused."""
+    captured in a graph: for fake and meta tensors (shapes only) they are
+    skipped, and tracing them for torch.compile or export is refused."""
     launcher = wrap_triton(kernel)
     if launcher is kernel and interpreted() and _traced(tensors):
         if torch._C._get_dispatch_mode(
