@@ -345,6 +345,26 @@ def test_bad_input_gets_a_clear_error(backend, message, mutate, override):
             dcnv3_core_pytorch(*args, *case.params(), True)
 
 
+LOW_PRECISION = [getattr(torch, name) for name in (
+    'float8_e4m3fn', 'float8_e5m2', 'float8_e8m0fnu', 'float4_e2m1fn_x2')
+    if hasattr(torch, name)]
+
+
+@pytest.mark.parametrize('backend', ['op', 'dcnv3', 'reference'])
+@pytest.mark.parametrize('dtype', LOW_PRECISION, ids=str)
+def test_fp8_and_fp4_are_refused_with_a_type_error(backend, dtype):
+    """They pass torch's is_floating_point() but no kernel takes them."""
+    case = CASES['k3_g1_c4']
+    assert torch.empty(0, dtype=dtype).is_floating_point()
+    x, off, mask = [torch.empty(t.shape, dtype=dtype) for t in case.tensors()]
+    fn = {'op': torch.ops.ops_dcnv3.dcnv3_forward, 'dcnv3': dcnv3}.get(backend)
+    with pytest.raises(TypeError, match='float64, float32, float16 or bfloat16'):
+        if fn is None:
+            dcnv3_core_pytorch(x, off, mask, *case.params(), False)
+        else:
+            fn(x, off, mask, *case.params(), 64, False)
+
+
 @pytest.mark.parametrize('backend', ['op', 'dcnv3', 'reference', 'meta'])
 def test_input_smaller_than_the_kernel_is_refused_alike(backend):
     """2x2 input, kernel 3, stride 2, no padding: floor((2 - 3) / 2) + 1 = 0

@@ -45,8 +45,8 @@ else:
     import ops_dcnv3.triton as dcnv3_triton
 
 from ops_dcnv3 import dcnv3, dcnv3_core_pytorch  # noqa: E402
-from test_dcnv3_op import (BORDER_CASE, CASES, Case, assert_close_scaled,  # noqa: E402
-                           border_offsets)
+from test_dcnv3_op import (BORDER_CASE, CASES, LOW_PRECISION, Case,  # noqa: E402
+                           assert_close_scaled, border_offsets)
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5,
              # fp16/bf16 outputs are rounded once: half an ulp of the
@@ -255,8 +255,10 @@ def test_bad_input_and_grad_output_on_another_device():
     x, off, mask = [t.to(DEVICE) for t in case.tensors()]
     with pytest.raises(ValueError, match='offset must have shape'):
         dcnv3(x, off[..., :-2], mask, *case.params())
-    with pytest.raises(TypeError, match='float64, float32, float16 or bfloat16'):
-        dcnv3(x.to(torch.float8_e4m3fn), off, mask, *case.params())
+    for dtype in LOW_PRECISION:
+        with pytest.raises(TypeError, match='float64, float32, float16 or bfloat16'):
+            dcnv3(*[torch.empty(t.shape, dtype=dtype, device=DEVICE) for t in (x, off, mask)],
+                  *case.params())
     with pytest.raises(ValueError, match='no sampling point'):
         dcnv3(x, off[..., :0], mask[..., :0], 1, 1, *case.params()[2:], 64, True)
     grad_out = torch.randn(case.n, *case.out_size, 4, dtype=torch.float64)
