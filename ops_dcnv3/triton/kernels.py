@@ -38,7 +38,7 @@ def _to_acc(x, FP64: tl.constexpr):
 
 
 @triton.jit
-def _rows(pid, rows, G, HO, WO, H, W, C, D, stride_h, stride_w, pad_h, pad_w,
+def _rows(pid, rows, G, HO, WO, H, W, C, D: tl.constexpr, stride_h, stride_w, pad_h, pad_w,
           dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr,
           BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """The block's rows, their validity, the address of their group's first
@@ -167,15 +167,17 @@ def _gather_scatter(base, gbase, cols, inside, dmask, go, mgo, weight,
 
 
 # Sizes and hyper-parameters are plain runtime integers: no recompilation for
-# each value of 1 or multiple of 16 (a model has many layer shapes).
-_GEOMETRY = ['rows', 'H', 'W', 'HO', 'WO', 'G', 'D', 'stride_h', 'stride_w',
+# each value of 1 or multiple of 16 (a model has many layer shapes). D, the
+# channels per group, is a constant: every row's channels then start at a
+# multiple of D, which lets the compiler vectorise their loads and stores.
+_GEOMETRY = ['rows', 'H', 'W', 'HO', 'WO', 'G', 'stride_h', 'stride_w',
              'pad_h', 'pad_w', 'dil_h', 'dil_w']
 
 
 @triton.jit(do_not_specialize=_GEOMETRY)
 def dcnv3_forward_kernel(
-        inp, off, msk, out, rows, H, W, HO, WO, G, D, stride_h, stride_w,
-        pad_h, pad_w, dil_h, dil_w, OFFSET_SCALE: tl.constexpr,
+        inp, off, msk, out, rows, H, W, HO, WO, G, stride_h, stride_w,
+        pad_h, pad_w, dil_h, dil_w, D: tl.constexpr, OFFSET_SCALE: tl.constexpr,
         KH: tl.constexpr, KW: tl.constexpr, REMOVE_CENTER: tl.constexpr,
         SOFTMAX: tl.constexpr, FP64: tl.constexpr, BLOCK_R: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):
@@ -203,7 +205,7 @@ def dcnv3_forward_kernel(
 @triton.jit(do_not_specialize=_GEOMETRY)
 def dcnv3_backward_kernel(
         grad_out, inp, off, msk, grad_inp, grad_off, grad_msk, rows, H, W, HO,
-        WO, G, D, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+        WO, G, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, D: tl.constexpr,
         OFFSET_SCALE: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
         REMOVE_CENTER: tl.constexpr, SOFTMAX: tl.constexpr, FP64: tl.constexpr,
         BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_P: tl.constexpr):

@@ -102,9 +102,10 @@ def _geometry(input, h_out, w_out, points, kernel_h, kernel_w, stride_h,
     if rows >= 2**31:
         raise ValueError(f'DCNv3 (Triton): {rows} (output pixel, group) pairs; '
                          'the kernels take fewer than 2**31: split the batch')
-    args = (rows, height, width, h_out, w_out, group, group_channels,
-            stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w)
+    args = (rows, height, width, h_out, w_out, group, stride_h, stride_w,
+            pad_h, pad_w, dilation_h, dilation_w)
     constexprs = dict(
+        D=group_channels,
         OFFSET_SCALE=float(offset_scale), KH=kernel_h, KW=kernel_w,
         REMOVE_CENTER=int(bool(remove_center)), SOFTMAX=bool(mask_softmax),
         FP64=input.dtype == torch.float64,
