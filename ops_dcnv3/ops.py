@@ -200,11 +200,18 @@ def dcnv3(input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
               bool(mask_softmax))
 
 
+_triton_loaded = False
+
+
 def triton_ops():
     """``(forward, backward)``: the Triton ops, defined on first use (so that
     ``TRITON_INTERPRET`` may be set any time before)."""
-    from . import triton as triton_backend
-    return triton_backend.dcnv3_triton_forward, triton_backend.dcnv3_triton_backward
+    global _triton_loaded
+    if not _triton_loaded:
+        from . import triton  # noqa: F401  (defines the ops)
+        _triton_loaded = True
+    return (torch.ops.ops_dcnv3.dcnv3_triton_forward,
+            torch.ops.ops_dcnv3.dcnv3_triton_backward)
 
 
 if _LOAD_ERROR is None:

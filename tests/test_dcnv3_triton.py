@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch._dynamo.testing
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device(os.environ.get('DCNV3_TEST_DEVICE', 'cuda') if ON_GPU else 'cpu')
@@ -268,6 +269,21 @@ def test_bad_input_and_grad_output_on_another_device():
         backward(grad_out.to('meta'), x, off, mask, *case.params(), 64, False)
     with pytest.raises(ValueError, match="expected the output's shape"):
         backward(grad_out[:, :-1].to(DEVICE), x, off, mask, *case.params(), 64, False)
+
+
+def test_dynamo_traces_dcnv3_without_graph_breaks():
+    """torch.compile's first stage (Dynamo) turns dcnv3() with the Triton
+    backend into one graph holding the op; the 'eager' backend then runs it
+    (so this runs under the interpreter too)."""
+    case = CASES['k3_g1_c4']
+    x, off, mask = [t.float().to(DEVICE) for t in case.tensors()]
+    torch._dynamo.reset()
+    counts = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(lambda *t: dcnv3(*t, *case.params(), 64, False, True),
+                             backend=counts, fullgraph=True)
+    assert torch.equal(compiled(x, off, mask),
+                       dcnv3(x, off, mask, *case.params(), 64, False, True))
+    assert counts.frame_count == 1 and counts.op_count == 1
 
 
 @pytest.mark.skipif(not ON_GPU, reason='needs a GPU (the compiled graph runs the kernels)')
