@@ -38,8 +38,8 @@ def _to_acc(x, FP64: tl.constexpr):
 
 
 @triton.jit
-def _rows(pid, rows, G, HO, WO, H, W, C, D: tl.constexpr, stride_h, stride_w, pad_h, pad_w,
-          dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr,
+def _rows(pid, rows, G, HO, WO, H, W, C, D: tl.constexpr, stride_h, stride_w,
+          pad_h, pad_w, dil_h, dil_w, KH: tl.constexpr, KW: tl.constexpr,
           BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """The block's rows, their validity, the address of their group's first
     channel in the input image, the kernel centre (x, y) of their pixel in
