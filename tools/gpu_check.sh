@@ -20,9 +20,14 @@
 #   GPU_CHECK_BENCH_ARGS="--rounds 5" bash tools/gpu_check.sh
 #
 # DCNV4_SDIST defaults to .gpu/DCNv4-1.0.0.post2.tar.gz (.gpu/ is ignored by
-# git; fetch it where there is network with
-# `pip download --no-deps --no-binary :all: dcnv4==1.0.0.post2`). Without it
-# the benchmark leaves DCNv4 out. The exit status is non-zero when a build,
+# git). Fetch it where there is network with `pip download --no-deps
+# --no-binary :all: dcnv4==1.0.0.post2`; on a machine without a GPU that
+# command downloads the sdist and then fails (DCNv4's setup.py refuses to
+# make metadata without CUDA), so add `--no-clean` and pack what pip left:
+#   TMPDIR=/tmp/dl pip download --no-clean --no-deps --no-binary :all: dcnv4==1.0.0.post2
+#   cd /tmp/dl/pip-download-*/ && mv dcnv4_* DCNv4-1.0.0.post2 &&
+#   tar czf .gpu/DCNv4-1.0.0.post2.tar.gz DCNv4-1.0.0.post2   # (path in the repo)
+# Without it the benchmark leaves DCNv4 out. The exit status is non-zero when a build,
 # a test or a benchmark target failed.
 set -uo pipefail
 
