@@ -98,7 +98,7 @@ def extensions():
     with_cuda, reason = cuda_build()
     if os.environ.get('DCNV3_WITH_CUDA') == '1' and not with_cuda:
         raise RuntimeError(f'DCNV3_WITH_CUDA=1 but the CUDA kernel cannot be built: {reason}')
-    if os.environ.get('DCNV3_WITH_CUDA', '0') not in ('0', '1'):
+    if os.environ.get('DCNV3_WITH_CUDA') not in (None, '', '0', '1'):
         raise RuntimeError('DCNV3_WITH_CUDA must be 1 (build the CUDA C++ kernel) '
                            f"or 0, got {os.environ['DCNV3_WITH_CUDA']!r}")
     if not with_cuda:
