@@ -18,6 +18,7 @@
 #   bash tools/gpu_check.sh                    # everything
 #   DCNV4_SDIST=path/DCNv4-1.0.0.post2.tar.gz bash tools/gpu_check.sh
 #   GPU_CHECK_BENCH_ARGS="--rounds 5" bash tools/gpu_check.sh
+#   GPU_CHECK_PYTEST_ARGS="-k 'not half'" bash tools/gpu_check.sh   # fewer tests
 #
 # DCNV4_SDIST defaults to .gpu/DCNv4-1.0.0.post2.tar.gz (.gpu/ is ignored by
 # git). Fetch it where there is network with `pip download --no-deps
@@ -38,6 +39,7 @@ OUT_DIR=${OUT_DIR:-${OUT:-$ROOT/work_dirs/gpu_check}}
 DCNV4_SDIST=${DCNV4_SDIST:-$ROOT/.gpu/DCNv4-1.0.0.post2.tar.gz}
 DCNV4_DIR=${DCNV4_DIR:-/tmp/dcnv4_site}
 BENCH_ARGS=${GPU_CHECK_BENCH_ARGS:---rounds 3 --min-time 0.1}
+PYTEST_ARGS=${GPU_CHECK_PYTEST_ARGS:-}
 mkdir -p "$OUT_DIR"
 SUMMARY=$OUT_DIR/summary.md
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE
@@ -89,8 +91,9 @@ devices=(cuda:0)
 for device in "${devices[@]}"; do
   log=$OUT_DIR/tests_${device/:/}.log
   start=$SECONDS
-  DCNV3_TEST_DEVICE=$device "$PY" -m pytest --noconftest -q -p no:cacheprovider -rfEs \
-    tests/test_dcnv3_triton.py tests/test_dcnv3_op.py > "$log" 2>&1
+  # shellcheck disable=SC2086
+  eval DCNV3_TEST_DEVICE=$device "$PY" -m pytest --noconftest -q -p no:cacheprovider -rfEs \
+    tests/test_dcnv3_triton.py tests/test_dcnv3_op.py $PYTEST_ARGS > "$log" 2>&1
   rc=$?
   note "- tests on $device ($((SECONDS - start)) s): $(grep -E '[0-9]+ (passed|failed)' "$log" | tail -1)"
   [ $rc -eq 0 ] || fail "tests on $device (see $(basename "$log"))"
