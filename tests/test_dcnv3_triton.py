@@ -48,7 +48,7 @@ else:
 
 from ops_dcnv3 import dcnv3, dcnv3_core_pytorch  # noqa: E402
 from test_dcnv3_op import (BORDER_CASE, CASES, LOW_PRECISION, Case,  # noqa: E402
-                           assert_close_scaled, border_offsets)
+                           assert_close_scaled, border_offsets, fractional_offsets)
 
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5,
              # fp16/bf16 outputs are rounded once: half an ulp of the
@@ -100,17 +100,6 @@ def check_against_reference(case, tensors, dtype, mask_softmax=False, seed=1):
 def test_matches_reference(name, dtype):
     case = CASES[name]
     check_against_reference(case, case.tensors(), dtype)
-
-
-def fractional_offsets(case, seed=0):
-    """Tensors whose sampling locations keep their fractional part in
-    [0.25, 0.75]: in half precision, coarse offsets would put points on
-    integer coordinates, where the offset gradient jumps (a kink of bilinear
-    interpolation) and two implementations may pick either side."""
-    x, off, mask = case.tensors(seed=seed)
-    off = off.floor() + 0.25 + 0.5 * torch.rand(
-        off.shape, generator=torch.Generator().manual_seed(seed), dtype=off.dtype)
-    return x, off, mask
 
 
 HALF_CASES = ['k5_pad2_scale2', 'pad0_g8_center', 'g7_c9', 'stride2_c6']
