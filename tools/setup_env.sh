@@ -76,7 +76,7 @@ fi
 OPS_STAMP=$VENV/.ops-stamp
 if [ "$(cat "$OPS_STAMP" 2>/dev/null)" != "$(ops_hash)" ] || ! "$PY" -c 'import ops_dcnv3._C' 2>/dev/null; then
   start=$SECONDS
-  say "building ops_dcnv3 (CPU kernel; CUDA kernel too when a CUDA toolkit matching torch is found)"
+  say "building ops_dcnv3 (CPU kernel; CUDA tensors run its Triton kernels, compiled at run time; DCNV3_WITH_CUDA=1 adds the CUDA C++ kernel)"
   "${PIP[@]}" install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v "^  " || true
   "$PY" -c 'import ops_dcnv3._C' || { say "ops_dcnv3 failed to build"; exit 1; }
   ops_hash > "$OPS_STAMP"
