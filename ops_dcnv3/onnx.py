@@ -161,10 +161,10 @@ class _TorchScriptBuilder:
         return self.g.op('Constant', value_t=torch.from_numpy(np.array(array)))
 
 
-def _onnx_dtype(torch_dtype):
-    return {torch.float32: _FLOAT, torch.float64: _DOUBLE,
-            torch.float16: _FLOAT16, torch.bfloat16: _BFLOAT16}.get(
-                torch_dtype, -1)
+#: TorchScript scalar type names -> ONNX data types (an unknown type is
+#: taken for float32; build_graph refuses the ones it cannot compute).
+_SCALAR_TYPES = {'Float': _FLOAT, 'Double': _DOUBLE, 'Half': _FLOAT16,
+                 'BFloat16': _BFLOAT16}
 
 
 def dcnv3_symbolic(g, input, offset, mask, kernel_h, kernel_w, stride_h,
@@ -183,8 +183,7 @@ def dcnv3_symbolic(g, input, offset, mask, kernel_h, kernel_w, stride_h,
     center = sh._get_const(remove_center, 'b', 'remove_center')
     softmax = (False if mask_softmax is None or sh._is_none(mask_softmax)
                else sh._get_const(mask_softmax, 'b', 'mask_softmax'))
-    dtype = _onnx_dtype(sh._type_utils.JitScalarType.from_value(
-        input, sh._type_utils.JitScalarType.FLOAT).dtype())
+    dtype = _SCALAR_TYPES.get(input.type().scalarType(), _FLOAT)
     return build_graph(_TorchScriptBuilder(g), input, offset, mask, *ints,
                        scale, bool(center), bool(softmax), dtype, g.opset)
 

@@ -22,7 +22,8 @@ MMCV_VERSION=2.1.0
 # with --no-deps, as their own requirement pins conflict with each other).
 STACK_DEPS=(addict yapf opencv-python termcolor rich matplotlib numpy
   pycocotools scipy shapely six terminaltables tqdm packaging prettytable
-  einops importlib-metadata mat4py modelindex ftfy regex pytest)
+  einops importlib-metadata mat4py modelindex ftfy regex pytest
+  onnx onnxruntime onnxscript)  # the last three: setup.py's `deploy` extra
 
 say() { printf '[setup] %s\n' "$*"; }
 
