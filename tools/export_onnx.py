@@ -91,10 +91,48 @@ class Features(nn.Module):
         return tuple(self.model.extract_feat(inputs))
 
 
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d`` that exports for any input size.
+
+    Both of torch's exporters turn adaptive pooling to an output larger than
+    1x1 into an ``AveragePool`` whose kernel is fixed by the example input
+    (the TorchScript one refuses a dynamic size; the dynamo one silently
+    gives wrong values at other sizes). While exporting, this computes the
+    same bins (rows ``floor(i*H/out)`` to ``ceil((i+1)*H/out)``, likewise
+    columns) as two matrix products with averaging matrices built from the
+    input's size; otherwise it is PyTorch's own pooling.
+    """
+
+    def forward(self, x):
+        if not torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        out_h, out_w = ((self.output_size, ) * 2 if isinstance(
+            self.output_size, int) else self.output_size)
+        rows = self._bins(x.shape[-2], out_h or x.shape[-2], x)
+        cols = self._bins(x.shape[-1], out_w or x.shape[-1], x)
+        return rows @ x @ cols.transpose(0, 1)
+
+    @staticmethod
+    def _bins(size, out, like):
+        """(out, size) matrix whose row i averages bin i."""
+        i = torch.arange(out, device=like.device)
+        start = torch.div(i * size, out, rounding_mode='floor')
+        end = torch.div((i + 1) * size + out - 1, out, rounding_mode='floor')
+        j = torch.arange(size, device=like.device)
+        inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
+        return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
 def exportable(model, library):
     """Wrap an OpenMMLab model into the module whose graph is exported, in
     eval mode (torch.onnx.export restores the wrapper's mode to the whole
-    model afterwards)."""
+    model afterwards). Adaptive average pools to more than 1x1 (UperNet's
+    pyramid pooling) become :class:`AdaptiveAvgPool2d`."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.AdaptiveAvgPool2d and child.output_size not in (
+                    1, (1, 1)):
+                setattr(module, name, AdaptiveAvgPool2d(child.output_size))
     return _wrap(model, library).eval()
 
 
