@@ -299,3 +299,29 @@ def test_bad_input_gets_a_clear_error(tmp_path, export_tool):
     with pytest.raises(SystemExit,
                        match='needs `python tools/convert_checkpoint.py`'):
         export_tool.main([T_CONFIG, str(wrong), out])
+
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_detector_backbone_and_neck(tmp_path, export_tool):
+    """mmdet detectors export their backbone + FPN (the whole Mask R-CNN
+    needs mmdeploy, see README)."""
+    from mmengine.config import Config
+    from internimage.complexity import build_from_config
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mmdet',
+                                   'mask-rcnn_internimage-t_fpn_tiny-coco.py'))
+    arch = dict(channels=16, depths=[1, 1, 2, 1], groups=[1, 2, 4, 8])
+    cfg.model.backbone.update(arch=arch, init_cfg=None)
+    cfg.model.neck.in_channels = [16, 32, 64, 128]
+    torch.manual_seed(0)
+    model = build_from_config(cfg, 'cpu').eval()
+    module = export_tool.exportable(model, 'mmdet')
+    out = str(tmp_path / 'det.onnx')
+    names = export_tool.export(module, torch.randn(2, 3, 64, 64), out)
+    assert names == [f'feat{i}' for i in range(5)]  # FPN levels P2-P6
+    x = torch.randn(3, 3, 96, 128)
+    got = run_ort(out, {'input': x.numpy()})
+    with torch.no_grad():
+        want = module(x)
+    for g, w in zip(got, want):
+        assert g.shape == tuple(w.shape)
+        assert rel_error(g, w) < REL
