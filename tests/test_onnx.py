@@ -3,9 +3,11 @@
 alone (both exporters, both variants), whole classifiers and segmentors
 through tools/export_onnx.py, always run at a batch and size other than the
 ones exported with."""
+import functools
 import importlib
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import textwrap
@@ -325,3 +327,40 @@ def test_detector_backbone_and_neck(tmp_path, export_tool):
     for g, w in zip(got, want):
         assert g.shape == tuple(w.shape)
         assert rel_error(g, w) < REL
+
+
+@pytest.mark.filterwarnings('ignore')
+def test_whole_detector_through_mmdeploy(tmp_path, export_tool, capsys):
+    """Mask R-CNN (small T backbone) through mmdeploy with the workarounds
+    it needs on this torch: standard operators only, dynamic batch and size,
+    and the best detections as mmdeploy's PyTorch forward gives them."""
+    _require('mmdeploy')
+    config = tmp_path / 'mask_rcnn_small.py'
+    base = osp.join(ROOT, 'configs', 'mmdet',
+                    'mask-rcnn_internimage-t_fpn_tiny-coco.py')
+    arch = dict(channels=16, depths=[1, 1, 2, 1], groups=[1, 2, 4, 8])
+    config.write_text(textwrap.dedent(f'''
+        _base_ = [{base!r}]
+        model = dict(backbone=dict(arch=dict(_delete_=True, **{arch!r}),
+                                   init_cfg=None),
+                     neck=dict(in_channels=[16, 32, 64, 128]))
+    '''))
+    ckpt = str(tmp_path / 'det.pth')
+    _random_checkpoint(str(config), ckpt)
+    out = str(tmp_path / 'det.onnx')
+    export_tool.main([str(config), ckpt, out, '--whole', '--shape', '96',
+                      '128'])
+    printed = capsys.readouterr().out
+    assert 'the whole MaskRCNN through mmdeploy' in printed
+    ranked, rel = re.search(r'over the (\d+) best .* \(([-\de.+]+) of the',
+                            printed).groups()
+    assert int(ranked) >= 3 and float(rel) < REL
+    onnx.checker.check_model(out, full_check=True)
+    assert {n.domain for n in onnx.load(out).graph.node} <= {''}
+    dets, labels, masks = run_ort(
+        out, {'input': np.random.randn(2, 3, 64, 96).astype(np.float32)})
+    assert dets.shape == (2, 100, 5) and labels.shape == (2, 100)
+    assert masks.shape == (2, 100, 28, 28)
+    # the workarounds lasted for the export only
+    assert not isinstance(torch.onnx.export, functools.partial)
+    assert not hasattr(torch.onnx.symbolic_opset9, '_cast_Long')

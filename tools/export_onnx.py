@@ -14,18 +14,28 @@ What the graph computes follows the config's library (its default_scope):
 - mmseg segmentors (``EncoderDecoder``: UperNet, Mask2Former): the
   normalised image -> the segmentation logits (N, num_classes, H, W) of
   whole-image inference (``EncoderDecoder.encode_decode``);
-- mmdet detectors: the backbone and neck only (the tuple of FPN levels);
-  the detection heads' post-processing is not exported (see README).
+- mmdet detectors: the backbone and neck (the tuple of FPN levels), or
+  with ``--whole`` the whole detector through mmdeploy 1.3.1 (image -> dets
+  (N, 100, 5), labels (N, 100), masks (N, 100, 28, 28) for Mask R-CNN), with
+  the two changes it needs on torch >= 2.9 (:func:`mmdeploy_workarounds`);
+  mmdeploy is installed by tools/setup_env.sh (``pip install --no-deps
+  mmdeploy==1.3.1 aenum multiprocess dill``: it pins an old protobuf).
 
 Batch, height and width are dynamic axes. The file is checked with
 ``onnx.checker``, run once in ONNX Runtime (CPU) on a random input of
-another batch size, and the largest difference from PyTorch is printed.
+another batch size (``--whole``: on an image of another size, against
+mmdeploy's own PyTorch forward), and the largest difference from PyTorch is
+printed.
 CHECKPOINT is one that ``mmengine.runner.load_checkpoint`` loads strictly
 into the config's model: written by tools/convert_checkpoint.py from an
 official checkpoint, or by tools/train.py. Needs the ``deploy`` extra
 (``pip install .[deploy]``: onnx, onnxruntime, onnxscript).
 """
 import argparse
+import contextlib
+import copy
+import functools
+import os
 import os.path as osp
 import sys
 import warnings
@@ -198,23 +208,20 @@ def export(module, inputs, out_file, opset=None, exporter='torchscript'):
     return names
 
 
-def check(out_file, module, inputs):
-    """``onnx.checker`` and one ONNX Runtime run; returns ``(abs, rel)``,
-    the largest absolute difference from PyTorch and it relative to the
-    largest PyTorch output. Raises ExportError on a non-standard operator."""
+def _check_standard(out_file):
+    """``onnx.checker``, and only operators of the standard domain."""
     import onnx
-    import onnxruntime as ort
     onnx.checker.check_model(out_file, full_check=True)
     model = onnx.load(out_file, load_external_data=False)
     custom = sorted({f'{n.domain}::{n.op_type}' for n in model.graph.node
                      if n.domain not in ('', 'ai.onnx')})
     if custom:
         raise ExportError(f'{out_file}: non-standard operators {custom}')
-    session = ort.InferenceSession(out_file,
-                                   providers=['CPUExecutionProvider'])
-    got = session.run(None, {'input': inputs.numpy()})
-    with torch.no_grad():
-        want = module(inputs)
+
+
+def _largest_difference(got, want):
+    """Largest absolute difference of ONNX Runtime's outputs from
+    PyTorch's, and it relative to the largest PyTorch output."""
     want = [want] if isinstance(want, torch.Tensor) else list(want)
     worst_abs = worst_rel = 0.0
     for g, w in zip(got, want):
@@ -222,10 +229,134 @@ def check(out_file, module, inputs):
         if g.shape != w.shape:
             raise ExportError(f'ONNX Runtime output of shape {g.shape}, '
                               f'PyTorch {w.shape}')
-        diff = float(np.abs(g - w).max())
+        diff = float(np.abs(g.astype(np.float64) - w).max())
         worst_abs = max(worst_abs, diff)
         worst_rel = max(worst_rel, diff / max(float(np.abs(w).max()), 1e-12))
     return worst_abs, worst_rel
+
+
+def check(out_file, module, inputs):
+    """``onnx.checker`` and one ONNX Runtime run; returns ``(abs, rel)``
+    (see :func:`_largest_difference`). Raises ExportError on a non-standard
+    operator."""
+    import onnxruntime as ort
+    _check_standard(out_file)
+    session = ort.InferenceSession(out_file,
+                                   providers=['CPUExecutionProvider'])
+    got = session.run(None, {'input': inputs.numpy()})
+    with torch.no_grad():
+        want = module(inputs)
+    return _largest_difference(got, want)
+
+
+# ------------------------------------------------ whole detectors: mmdeploy
+#: mmdeploy's deploy config for Mask R-CNN-like detectors on ONNX Runtime
+#: with dynamic shapes (its instance-seg_onnxruntime_dynamic.py; the wheel
+#: ships no configs), at an opset with GridSample.
+MMDEPLOY_CFG = dict(
+    onnx_config=dict(
+        type='onnx', export_params=True, keep_initializers_as_inputs=False,
+        opset_version=17, save_file='end2end.onnx', input_names=['input'],
+        output_names=['dets', 'labels', 'masks'], input_shape=None,
+        optimize=True,
+        dynamic_axes=dict(
+            input={0: 'batch', 2: 'height', 3: 'width'},
+            dets={0: 'batch', 1: 'num_dets'},
+            labels={0: 'batch', 1: 'num_dets'},
+            masks={0: 'batch', 1: 'num_dets', 2: 'height', 3: 'width'})),
+    codebase_config=dict(
+        type='mmdet', task='ObjectDetection', model_type='end2end',
+        post_processing=dict(
+            score_threshold=0.05, confidence_threshold=0.005,
+            iou_threshold=0.5, max_output_boxes_per_class=200,
+            pre_top_k=5000, keep_top_k=100, background_label_id=-1,
+            export_postprocess_mask=False)),
+    backend_config=dict(type='onnxruntime'))
+
+
+@contextlib.contextmanager
+def mmdeploy_workarounds():
+    """What mmdeploy 1.3.1 (Dec 2023) needs on torch >= 2.9, for the
+    duration of an export only:
+
+    - its ``torch.onnx.export`` call takes torch's default exporter, dynamo
+      since 2.9, which fails on its inputs ("Detected mismatch between the
+      structure of `inputs` and `dynamic_shapes`"): the TorchScript one is
+      selected;
+    - its RoIAlign symbolic imports ``torch.onnx.symbolic_opset9.
+      _cast_Long``, which torch removed: a Cast to int64 stands in.
+    """
+    import torch.onnx.symbolic_opset9 as opset9
+    export_fn = torch.onnx.export
+    had_cast = hasattr(opset9, '_cast_Long')
+    torch.onnx.export = functools.partial(export_fn, dynamo=False)
+    if not had_cast:
+        opset9._cast_Long = lambda g, x, non_blocking: g.op('Cast', x, to_i=7)
+    try:
+        yield
+    finally:
+        torch.onnx.export = export_fn
+        if not had_cast:
+            del opset9._cast_Long
+
+
+def export_detector(config, checkpoint, out_file, shape, opset=None):
+    """The whole detector through mmdeploy, checked in ONNX Runtime on an
+    image of another size against mmdeploy's PyTorch forward (its heads'
+    post-processing); returns ``(names, abs, rel, detections compared)``."""
+    import cv2
+    import onnxruntime as ort
+    from mmengine.config import Config
+    try:
+        from mmdeploy.apis import build_task_processor, torch2onnx
+        from mmdeploy.core import RewriterContext, patch_model
+        from mmdeploy.utils import IR
+    except ImportError as e:
+        raise ExportError(f'--whole needs mmdeploy ({e}): pip install '
+                          '--no-deps mmdeploy==1.3.1 aenum multiprocess '
+                          'dill') from e
+    import ops_dcnv3.onnx  # noqa: F401  (registers the TorchScript symbolic)
+    deploy_cfg = Config(copy.deepcopy(MMDEPLOY_CFG))
+    deploy_cfg.onnx_config.opset_version = opset or 17
+    work_dir = osp.dirname(osp.abspath(out_file))
+    rng = np.random.default_rng(0)
+    images = []
+    for i, (h, w) in enumerate((shape, (shape[0] * 3 // 4, shape[1] + 32))):
+        images.append(osp.join(work_dir, f'.export_image{i}.png'))
+        cv2.imwrite(images[-1], rng.integers(0, 255, (h, w, 3), np.uint8))
+    with warnings.catch_warnings(), mmdeploy_workarounds():
+        warnings.simplefilter('ignore')
+        torch2onnx(images[0], work_dir, osp.basename(out_file), deploy_cfg,
+                   config, checkpoint, device='cpu')
+    processor = build_task_processor(Config.fromfile(config), deploy_cfg,
+                                     'cpu')
+    model = processor.build_pytorch_model(checkpoint)
+    data, inputs = processor.create_input(
+        images[1], None, data_preprocessor=model.data_preprocessor)
+    inputs = inputs[0] if isinstance(inputs, list) else inputs
+    patched = patch_model(model, cfg=deploy_cfg, backend='onnxruntime',
+                          ir=IR.ONNX)
+    with RewriterContext(cfg=deploy_cfg, backend='onnxruntime', ir=IR.ONNX,
+                         opset=deploy_cfg.onnx_config.opset_version), \
+            torch.no_grad():
+        want = patched(inputs, data_samples=data['data_samples'],
+                       mode='predict')
+    for image in images:
+        os.remove(image)
+    _check_standard(out_file)
+    session = ort.InferenceSession(out_file,
+                                   providers=['CPUExecutionProvider'])
+    got = session.run(None, {'input': inputs.numpy()})
+    # Detections of (nearly) equal score, common with untrained weights,
+    # come in either order from the two runtimes' NMS and TopK: compare the
+    # ones ranked above the first near-tie.
+    scores = want[0][0, :, 4]
+    ties = torch.nonzero(scores[:-1] - scores[1:] < 1e-4)
+    ranked = int(ties[0]) if len(ties) else len(scores)
+    got = [g[:, :ranked] for g in got]
+    want = [w[:, :ranked] for w in want]
+    return (list(deploy_cfg.onnx_config.output_names),
+            *_largest_difference(got, want), ranked)
 
 
 # ------------------------------------------------------------ the tool
@@ -281,6 +412,9 @@ def parse_args(argv=None):
     parser.add_argument('--exporter', choices=['torchscript', 'dynamo'],
                         default='torchscript',
                         help="torch.onnx's exporter (dynamo=False or True)")
+    parser.add_argument('--whole', action='store_true',
+                        help='mmdet: the whole detector through mmdeploy '
+                        '(default: backbone + neck)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     return parser.parse_args(argv)
@@ -300,6 +434,8 @@ def main(argv=None):
             cfg.merge_from_dict(args.cfg_options)
         library = library_of(cfg)
         height, width = args.shape or example_shape(cfg)
+        if args.whole:
+            return main_whole(args, cfg, library, (height, width))
         model = load_model(cfg, args.checkpoint)
         module = exportable(model, library)
         torch.manual_seed(0)
@@ -315,6 +451,27 @@ def main(argv=None):
     print(f'ONNX Runtime vs PyTorch at batch {args.batch + 1}: largest '
           f'difference {worst_abs:.3g} ({worst_rel:.3g} of the largest '
           'output)')
+
+
+def main_whole(args, cfg, library, shape):
+    if library != 'mmdet':
+        raise ExportError(f'--whole is for mmdet detectors; this is a '
+                          f'{library} config')
+    if args.cfg_options:
+        raise ExportError('--whole reads the config file as it is: no '
+                          '--cfg-options')
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    names, worst_abs, worst_rel, compared = export_detector(
+        args.config, args.checkpoint, args.out, shape, args.opset)
+    print(f'{args.out}: the whole {cfg.model.type} through mmdeploy, input '
+          f'(batch, 3, height, width), outputs {names}, exported at '
+          f'1x3x{shape[0]}x{shape[1]}')
+    print('ONNX Runtime vs mmdeploy\'s PyTorch forward on an image of '
+          f'another size, over the {compared} best detections (those above '
+          'the first near-tie of scores): '
+          f'largest difference {worst_abs:.3g} ({worst_rel:.3g} of the '
+          'largest output)')
 
 
 if __name__ == '__main__':
