@@ -3,7 +3,7 @@
 the file in ONNX Runtime.
 
     python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W]
-        [--opset N] [--exporter {torchscript,dynamo}] [--batch N]
+        [--opset N] [--exporter {torchscript,dynamo}] [--batch N] [--whole]
         [--cfg-options KEY=VALUE ...]
 
 What the graph computes follows the config's library (its default_scope):
