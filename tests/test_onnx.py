@@ -295,6 +295,8 @@ def test_bad_input_gets_a_clear_error(tmp_path, export_tool):
     other.write_text("default_scope = 'mmaction'\nmodel = dict(type='X')\n")
     with pytest.raises(SystemExit, match="default_scope is 'mmaction'"):
         export_tool.main([str(other), 'nowhere.pth', out])
+    with pytest.raises(SystemExit, match='--whole is for mmdet detectors'):
+        export_tool.main([T_CONFIG, 'nowhere.pth', out, '--whole'])
     wrong = tmp_path / 'wrong.pth'
     torch.save({'model': official_state_dict(num_classes=10, **TINY['t'])},
                wrong)
