@@ -138,6 +138,10 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=('ops_dcnv3*', 'internimage*', 'mmcls_plugin*',
                                     'mmdet_plugin*', 'mmseg_plugin*')),
+    # `pip install .[deploy]`: ONNX export (tools/export_onnx.py,
+    # ops_dcnv3.onnx) and ONNX Runtime; tools/setup_env.sh installs them.
+    extras_require={'deploy': ['onnx>=1.16', 'onnxruntime>=1.17',
+                               'onnxscript>=0.2']},
     ext_modules=extensions(),
     cmdclass={'build_ext': BuildExtension},
     zip_safe=False,

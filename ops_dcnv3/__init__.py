@@ -12,6 +12,7 @@ devices have a kernel.
 from .functions import DCNv3Function, dcnv3_core_pytorch
 from .modules import DCNv3, DCNv3_pytorch
 from .ops import KERNEL_DEVICES, check_dcnv3_args, dcnv3
+from . import onnx  # noqa: F401,E402  (registers the ONNX export of the op)
 
 __version__ = '0.1.0'
 __all__ = [

@@ -22,7 +22,8 @@ MMCV_VERSION=2.1.0
 # with --no-deps, as their own requirement pins conflict with each other).
 STACK_DEPS=(addict yapf opencv-python termcolor rich matplotlib numpy
   pycocotools scipy shapely six terminaltables tqdm packaging prettytable
-  einops importlib-metadata mat4py modelindex ftfy regex pytest)
+  einops importlib-metadata mat4py modelindex ftfy regex pytest
+  onnx onnxruntime onnxscript)  # the last three: setup.py's `deploy` extra
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -68,6 +69,9 @@ if [ "$(cat "$STACK_STAMP" 2>/dev/null)" != "$(stack_hash)" ]; then
   say "installing mmengine, mmdet, mmsegmentation, mmpretrain and their requirements"
   "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps mmengine mmdet mmsegmentation mmpretrain
   "${PIP[@]}" install -q -c "$CONSTRAINTS" "${STACK_DEPS[@]}"
+  # mmdeploy (tools/export_onnx.py --whole) pins protobuf<=3.20.2, which onnx
+  # cannot use: installed without its requirements, with the three it needs.
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps mmdeploy aenum multiprocess dill
   stack_hash > "$STACK_STAMP"
   rm -f "$VENV/.ops-stamp"
   say "stack ready in $((SECONDS - start)) s"
