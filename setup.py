@@ -1,14 +1,17 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
-"""Builds ``ops_dcnv3._C`` (CPU kernel always, CUDA kernel when a CUDA
-toolkit that matches torch is present) and installs the project's packages.
+"""Builds ``ops_dcnv3._C`` (the CPU kernel; the CUDA C++ kernel only on
+request) and installs the project's packages.
 
 Install with ``pip install --no-build-isolation -e .`` into an environment
-that already has torch. Environment variables:
+that already has torch. No GPU code is compiled by default: on CUDA the op
+runs its Triton kernels (``ops_dcnv3/triton``), which the ``triton`` package
+that comes with torch's CUDA wheels compiles at run time. Environment
+variables:
 
-- ``DCNV3_WITH_CUDA``: ``1`` requires the CUDA kernel (fail if it cannot be
-  built), ``0`` skips it; unset builds it when possible.
-- ``TORCH_CUDA_ARCH_LIST``: GPU architectures; unset with no GPU visible,
-  :data:`DEFAULT_ARCH_LIST` is used.
+- ``DCNV3_WITH_CUDA=1``: also build the CUDA C++ kernel (``OPS_DCNV3_BACKEND
+  =cuda`` selects it), and fail if it cannot be built. Unset or ``0``: not.
+- ``TORCH_CUDA_ARCH_LIST``: GPU architectures for it; unset with no GPU
+  visible, :data:`DEFAULT_ARCH_LIST` is used.
 """
 import glob
 import os
@@ -70,8 +73,9 @@ def nvcc_version():
 def cuda_build():
     """Return (build the CUDA kernel?, reason)."""
     wanted = os.environ.get('DCNV3_WITH_CUDA', '')
-    if wanted == '0':
-        return False, 'DCNV3_WITH_CUDA=0'
+    if wanted != '1':
+        return False, ('DCNV3_WITH_CUDA is not 1 (CUDA tensors run the Triton '
+                       'kernels, compiled at run time)')
     if torch.version.cuda is None:
         return False, f'torch {torch.__version__} is a CPU-only build'
     if CUDA_HOME is None:
@@ -94,6 +98,9 @@ def extensions():
     with_cuda, reason = cuda_build()
     if os.environ.get('DCNV3_WITH_CUDA') == '1' and not with_cuda:
         raise RuntimeError(f'DCNV3_WITH_CUDA=1 but the CUDA kernel cannot be built: {reason}')
+    if os.environ.get('DCNV3_WITH_CUDA') not in (None, '', '0', '1'):
+        raise RuntimeError('DCNV3_WITH_CUDA must be 1 (build the CUDA C++ kernel) '
+                           f"or 0, got {os.environ['DCNV3_WITH_CUDA']!r}")
     if not with_cuda:
         log(f'building the CPU kernel only: {reason}')
         return [CppExtension('ops_dcnv3._C', sources,
@@ -165,6 +172,10 @@ setup(
     packages=find_packages(include=('ops_dcnv3*', 'internimage*', 'mmcls_plugin*',
                                     'mmdet_plugin*', 'mmseg_plugin*')),
     package_data={'internimage': add_mim_extension()},
+    # `pip install .[deploy]`: ONNX export (tools/export_onnx.py,
+    # ops_dcnv3.onnx) and ONNX Runtime; tools/setup_env.sh installs them.
+    extras_require={'deploy': ['onnx>=1.16', 'onnxruntime>=1.17',
+                               'onnxscript>=0.2']},
     ext_modules=extensions(),
     cmdclass={'build_ext': BuildExtension},
     zip_safe=False,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Callable, List, Mapping, Optional, Sequence
 
 from .checkpoint import (CLS_HEAD_PREFIXES, CheckpointError,
-                         extract_state_dict, has_prefix, summarise)
+                         extract_state_dict, has_prefix, read_checkpoint,
+                         summarise)
 from .convert_det import convert_detector, is_official_detector
 from .convert_seg import convert_segmentor, is_official_segmentor
 
@@ -211,3 +212,18 @@ def convert_checkpoint(checkpoint, key: Optional[str] = None,
     if dataset_meta:
         meta['dataset_meta'] = dataset_meta
     return dict(state_dict=converted, meta=meta)
+
+
+def load_model_weights(model, checkpoint: str) -> None:
+    """Load ``checkpoint`` strictly into a whole model (classifier,
+    detector or segmentor): one of tools/train.py or
+    tools/convert_checkpoint.py, or an official classifier (either layout),
+    converted on the fly. ``load_state_dict``'s RuntimeError names the keys
+    that do not fit."""
+    state_dict = extract_state_dict(read_checkpoint(checkpoint),
+                                    source=checkpoint)
+    if not has_prefix(state_dict, 'backbone.'):
+        if detect_kind(state_dict, checkpoint) != 'classification':
+            raise CheckpointError(f'{checkpoint}: not a classifier')
+        state_dict = convert_classifier(state_dict)
+    model.load_state_dict(state_dict, strict=True)

@@ -2,12 +2,17 @@
 """DCNv3, the deformable convolution of InternImage, for PyTorch.
 
 ``ops_dcnv3.functions`` and ``ops_dcnv3.modules`` keep the import paths of
-the official package. The op is ``torch.ops.ops_dcnv3.dcnv3_forward`` with
-CPU and (when built) CUDA kernels; :data:`KERNEL_DEVICES` says which.
+the official package. :func:`dcnv3` runs the op on the backend for the
+tensors' device (:func:`ops_dcnv3.ops.select_backend`): the C++ CPU kernel
+(``torch.ops.ops_dcnv3.dcnv3_forward``), the Triton kernels on CUDA
+(``ops_dcnv3.triton``), the CUDA C++ kernel when built with
+``DCNV3_WITH_CUDA=1``, or the reference; :data:`KERNEL_DEVICES` says which
+devices have a kernel.
 """
 from .functions import DCNv3Function, dcnv3_core_pytorch
 from .modules import DCNv3, DCNv3_pytorch
 from .ops import KERNEL_DEVICES, check_dcnv3_args, dcnv3
+from . import onnx  # noqa: F401,E402  (registers the ONNX export of the op)
 
 __version__ = '0.1.0'
 __all__ = [

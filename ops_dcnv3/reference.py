@@ -2,7 +2,7 @@
 """Pure-PyTorch DCNv3 core: the reference every compiled backend is tested
 against, and the fallback on devices that have no compiled kernel.
 
-The semantics are those of ``shared/DCNV3_SPEC.md``: channels-last tensors,
+The semantics are those of ``docs/dcnv3_op.md``: channels-last tensors,
 points ordered with the kernel's x index outer (``p = kx * kh + ky``), the
 fixed grid and the learned offsets both scaled by ``offset_scale`` around the
 kernel centre, bilinear sampling in which neighbours outside the image count
@@ -49,20 +49,24 @@ def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor,
                        stride_h: int, stride_w: int, pad_h: int, pad_w: int,
                        dilation_h: int, dilation_w: int, group: int,
                        group_channels: int, offset_scale: float,
-                       remove_center) -> torch.Tensor:
+                       remove_center, mask_softmax: bool = False
+                       ) -> torch.Tensor:
     """DCNv3 core in plain PyTorch (differentiable through autograd).
 
     Args:
         input (Tensor): (N, H, W, group * group_channels).
         offset (Tensor): (N, H_out, W_out, group * P * 2), x then y per point.
         mask (Tensor): (N, H_out, W_out, group * P), used as given (the
-            module applies the softmax).
+            official semantics: the module applies the softmax), or logits
+            with ``mask_softmax``.
         kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
         dilation_w (int): the sampling grid, as for a convolution.
         group (int): number of groups G.
         group_channels (int): channels per group D.
         offset_scale (float): scale of the fixed grid and of the offsets.
         remove_center (bool | int): leave out the kernel's centre point.
+        mask_softmax (bool): ``mask`` holds logits; the weights are their
+            softmax over the P points of each group. Default: False.
 
     Returns:
         Tensor: (N, H_out, W_out, group * group_channels), dtype of ``input``.
@@ -76,6 +80,9 @@ def dcnv3_core_pytorch(input: torch.Tensor, offset: torch.Tensor,
     # Half-precision inputs are computed in fp32, as the kernels do.
     if input.dtype in (torch.float16, torch.bfloat16):
         input, offset, mask = input.float(), offset.float(), mask.float()
+    if mask_softmax:
+        mask = torch.softmax(mask.reshape(n, h_out, w_out, group, points),
+                             -1).reshape(mask.shape)
     if n == 0:
         return input.new_zeros((0, h_out, w_out, channels), dtype=out_dtype)
 

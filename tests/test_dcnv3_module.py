@@ -68,6 +68,22 @@ def test_official_state_dict_loads_strictly_and_cores_agree(cfg):
         assert not torch.allclose(module(x), outputs[1], atol=1e-3)
 
 
+@pytest.mark.parametrize('cls', [DCNv3, DCNv3_pytorch])
+@pytest.mark.parametrize('cfg', CONFIGS, ids=['T-like', 'H-like', 'remove_center'])
+def test_fused_mask_softmax_equals_the_official_computation(cfg, cls):
+    """The module passes mask logits to the op (mask_softmax=True); its
+    output equals the official softmax-then-core computation in fp64."""
+    from official_format import _dcn
+    state = {k: v.double() for k, v in official_state_dict(**cfg).items()}
+    module = cls(**cfg).double().eval()
+    module.load_state_dict(state, strict=True)
+    x = torch.randn(2, 9, 11, cfg['channels'], dtype=torch.float64)
+    with torch.no_grad():
+        expected = _dcn({'m.' + k: v for k, v in state.items()}, 'm', x,
+                        cfg['group'], cfg)
+        torch.testing.assert_close(module(x), expected, rtol=1e-10, atol=1e-10)
+
+
 def test_official_function_signatures():
     """DCNv3Function.apply and dcnv3_core_pytorch keep the official order."""
     x = torch.randn(1, 5, 5, 8, dtype=torch.float64)

@@ -2,6 +2,7 @@
 """The DCNv3 op: every backend against the reference, the reference against
 torchvision, autograd, torch.library registration and bad input."""
 import math
+import os
 import re
 from dataclasses import dataclass, replace
 
@@ -9,12 +10,18 @@ import pytest
 import torch
 
 from ops_dcnv3 import KERNEL_DEVICES, dcnv3, dcnv3_core_pytorch
+from ops_dcnv3.ops import COMPILED_DEVICES, TRITON_FOUND, select_backend
 from ops_dcnv3.reference import kernel_points, output_size
 
 pytestmark = pytest.mark.skipif('cpu' not in KERNEL_DEVICES,
                                 reason='ops_dcnv3 CPU kernel not built')
-CUDA = torch.cuda.is_available() and 'cuda' in KERNEL_DEVICES
-needs_cuda = pytest.mark.skipif(not CUDA, reason='needs a GPU and the CUDA kernel')
+# The CUDA C++ kernel is built only with DCNV3_WITH_CUDA=1 (the default GPU
+# backend is Triton: tests/test_dcnv3_triton.py).
+CUDA = torch.cuda.is_available() and 'cuda' in COMPILED_DEVICES
+needs_cuda = pytest.mark.skipif(
+    not CUDA, reason='needs a GPU and the CUDA C++ kernel (DCNV3_WITH_CUDA=1)')
+# The GPU the CUDA tests run on (tools/gpu_check.sh runs them on each).
+CUDA_DEVICE = os.environ.get('DCNV3_TEST_DEVICE', 'cuda')
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,17 @@ CASES = {
 }
 
 
+def fractional_offsets(case, seed=0):
+    """Tensors whose sampling locations keep their fractional part in
+    [0.25, 0.75]: in half precision, coarse offsets would put points on
+    integer coordinates, where the offset gradient jumps (a kink of bilinear
+    interpolation) and two implementations may pick either side."""
+    x, off, mask = case.tensors(seed=seed)
+    off = off.floor() + 0.25 + 0.5 * torch.rand(
+        off.shape, generator=torch.Generator().manual_seed(seed), dtype=off.dtype)
+    return x, off, mask
+
+
 def run(fn, case, tensors, grad_out=None):
     """Forward and, with grad_out, the three gradients."""
     x, off, mask = [t.detach().clone().requires_grad_() for t in tensors]
@@ -131,15 +149,14 @@ def test_cpu_kernel_matches_reference(name, dtype, tol):
         assert_close_scaled(g, r, tol, f'grad of {what}')
 
 
-def test_points_on_the_border_and_wholly_outside():
-    """Points placed in the border cells (partly weighted) and beyond them."""
-    case = Case(h=5, w=6, group=1, group_channels=4, pad_h=0, pad_w=0)
-    x, _, mask = case.tensors()
+def border_offsets(case, gen):
+    """Offsets that put every point of ``case`` (stride 1, no padding,
+    dilation 1) in the border cells of the image (partly weighted) or
+    beyond them."""
     ho, wo = case.out_size
     # Sampling x of point p at output (i, j) is j + 1 + (kx - 1) + offset_x;
     # choose offsets so that every point lands at one of these coordinates.
     targets = [-1.5, -0.75, -0.25, 0.5, case.w - 1.3, case.w - 0.6, case.w + 0.2]
-    gen = torch.Generator().manual_seed(3)
     off = torch.empty(1, ho, wo, case.points * 2, dtype=torch.float64)
     for i in range(ho):
         for j in range(wo):
@@ -149,6 +166,19 @@ def test_points_on_the_border_and_wholly_outside():
                 ty = targets[torch.randint(len(targets), (1,), generator=gen).item()]
                 off[0, i, j, 2 * p] = tx - (j + kx)
                 off[0, i, j, 2 * p + 1] = min(ty, case.h + 0.2) - (i + ky)
+    return off
+
+
+BORDER_CASE = Case(h=5, w=6, group=1, group_channels=4, pad_h=0, pad_w=0)
+
+
+def test_points_on_the_border_and_wholly_outside():
+    """Points placed in the border cells (partly weighted) and beyond them."""
+    case = BORDER_CASE
+    x, _, mask = case.tensors()
+    ho, wo = case.out_size
+    gen = torch.Generator().manual_seed(3)
+    off = border_offsets(case, gen)
     grad_out = torch.randn(1, ho, wo, 4, dtype=torch.float64, generator=gen)
     out, grads = run(dcnv3, case, (x, off, mask), grad_out)
     ref, ref_grads = run(dcnv3_core_pytorch, case, (x, off, mask), grad_out)
@@ -176,7 +206,7 @@ def test_gradcheck_fp64():
             eps=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=needs_cuda)])
+@pytest.mark.parametrize('device', ['cpu', pytest.param(CUDA_DEVICE, marks=needs_cuda)])
 def test_opcheck(device):
     case = CASES['pad0_g8_center']
     x, off, mask = case.tensors(torch.float32, device)
@@ -304,6 +334,9 @@ BAD_INPUTS = [
     ('one dtype', lambda x, o, m: (x, o.float(), m), {}),
     ('floating', lambda x, o, m: (x.long(), o.long(), m.long()), {}),
     ('remove_center', lambda x, o, m: (x, o, m), {'kernel_w': 2}),
+    ('no sampling point', lambda x, o, m: (x, o, m), {'kernel_h': 1, 'kernel_w': 1}),
+    ('float64, float32, float16 or bfloat16',
+     lambda x, o, m: (x.to(torch.float8_e4m3fn), o, m), {}),
 ]
 
 
@@ -321,6 +354,102 @@ def test_bad_input_gets_a_clear_error(backend, message, mutate, override):
             dcnv3(*args, *case.params(), 64, True)
         else:
             dcnv3_core_pytorch(*args, *case.params(), True)
+
+
+LOW_PRECISION = [getattr(torch, name) for name in (
+    'float8_e4m3fn', 'float8_e5m2', 'float8_e8m0fnu', 'float4_e2m1fn_x2')
+    if hasattr(torch, name)]
+
+
+@pytest.mark.parametrize('backend', ['op', 'dcnv3', 'reference'])
+@pytest.mark.parametrize('dtype', LOW_PRECISION, ids=str)
+def test_fp8_and_fp4_are_refused_with_a_type_error(backend, dtype):
+    """They pass torch's is_floating_point() but no kernel takes them."""
+    case = CASES['k3_g1_c4']
+    assert torch.empty(0, dtype=dtype).is_floating_point()
+    x, off, mask = [torch.empty(t.shape, dtype=dtype) for t in case.tensors()]
+    fn = {'op': torch.ops.ops_dcnv3.dcnv3_forward, 'dcnv3': dcnv3}.get(backend)
+    with pytest.raises(TypeError, match='float64, float32, float16 or bfloat16'):
+        if fn is None:
+            dcnv3_core_pytorch(x, off, mask, *case.params(), False)
+        else:
+            fn(x, off, mask, *case.params(), 64, False)
+
+
+@pytest.mark.parametrize('backend', ['op', 'dcnv3', 'reference', 'meta'])
+def test_input_smaller_than_the_kernel_is_refused_alike(backend):
+    """2x2 input, kernel 3, stride 2, no padding: floor((2 - 3) / 2) + 1 = 0
+    rows of output, on every backend (C++ truncation would give 1)."""
+    case = Case(h=2, w=2, group=1, group_channels=4, stride_h=2, stride_w=2,
+                pad_h=0, pad_w=0)
+    device = 'meta' if backend == 'meta' else 'cpu'
+    x = torch.randn(1, 2, 2, 4, device=device)
+    off = torch.zeros(1, 1, 1, 18, device=device)
+    mask = torch.zeros(1, 1, 1, 9, device=device)
+    fn = {'op': torch.ops.ops_dcnv3.dcnv3_forward, 'dcnv3': dcnv3,
+          'meta': dcnv3}.get(backend)
+    with pytest.raises(ValueError, match='too small'):
+        if fn is None:
+            dcnv3_core_pytorch(x, off, mask, *case.params(), False)
+        else:
+            fn(x, off, mask, *case.params(), 64, False)
+
+
+@pytest.mark.parametrize('name', ['k3_g1_c4', 'k5_pad2_scale2', 'pad0_g8_center',
+                                  'batch3_many_outside', 'anisotropic'])
+def test_mask_softmax_is_softmax_over_each_groups_points(name):
+    """mask_softmax=True equals the official softmax-then-op, forward and
+    all three gradients (the mask's is the logits'), fp64 to 1e-10."""
+    case = CASES[name]
+    x, off, _ = case.tensors()
+    logits = 3 * torch.randn(*off.shape[:-1], case.group * case.points,
+                             dtype=torch.float64,
+                             generator=torch.Generator().manual_seed(5))
+    grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels,
+                           dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+
+    def official(x, off, logits):
+        w = logits.reshape(*logits.shape[:-1], case.group, case.points).softmax(-1)
+        return dcnv3_core_pytorch(x, off, w.reshape(logits.shape), *case.params(),
+                                  case.remove_center)
+
+    def fused_reference(x, off, logits):
+        return dcnv3_core_pytorch(x, off, logits, *case.params(), case.remove_center,
+                                  mask_softmax=True)
+
+    def fused_kernel(x, off, logits):
+        return dcnv3(x, off, logits, *case.params(), 64, case.remove_center,
+                     mask_softmax=True)
+
+    results = []
+    for fn in (official, fused_reference, fused_kernel):
+        leaves = [t.clone().requires_grad_() for t in (x, off, logits)]
+        out = fn(*leaves)
+        results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
+    for other in results[1:]:
+        for what, a, b in zip(('output', 'input', 'offset', 'logits'), other, results[0]):
+            assert_close_scaled(a, b, 1e-10, what)
+    # The logits' gradient sums to zero over each group's points.
+    g = results[2][3].reshape(-1, case.points)
+    assert g.sum(-1).abs().max() < 1e-12 and g.abs().max() > 1e-3
+
+
+def test_mask_softmax_opcheck_and_non_contiguous_backward_fake():
+    """The fake kernels match the real ones for the fused variant, and for
+    strided inputs (the kernels return contiguous gradients)."""
+    case = CASES['pad0_g8_center']
+    x, off, mask = case.tensors(torch.float32)
+    xs = x.transpose(1, 2).contiguous().transpose(1, 2)
+    offs = torch.cat([off, off], dim=-1)[..., :off.shape[-1]]
+    assert not (xs.is_contiguous() or offs.is_contiguous())
+    torch.library.opcheck(torch.ops.ops_dcnv3.dcnv3_forward.default,
+                          (xs.requires_grad_(), offs.requires_grad_(),
+                           mask.requires_grad_(), *case.params(), 64, True, True))
+    grad_out = torch.randn(case.n, *case.out_size, x.shape[-1])
+    for softmax in (False, True):
+        torch.library.opcheck(torch.ops.ops_dcnv3.dcnv3_backward.default,
+                              (grad_out, xs.detach(), offs.detach(), mask.detach(),
+                               *case.params(), 64, True, softmax))
 
 
 def test_mixed_devices_are_refused():
@@ -342,22 +471,92 @@ def test_meta_device_gives_shapes():
 
 
 @needs_cuda
+def test_cuda_grad_output_on_another_device_and_determinism_alert():
+    case = CASES['k3_g1_c4']
+    x, off, mask = [t.to(CUDA_DEVICE) for t in case.tensors(torch.float32)]
+    grad_out = torch.randn(case.n, *case.out_size, 4)  # on the CPU
+    with pytest.raises(ValueError, match='grad_output is on'):
+        torch.ops.ops_dcnv3.dcnv3_backward(grad_out, x, off, mask, *case.params(),
+                                           64, False)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match='deterministic'):
+            torch.ops.ops_dcnv3.dcnv3_backward(grad_out.to(CUDA_DEVICE), x, off, mask,
+                                               *case.params(), 64, False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_cpu_grad_output_must_have_the_outputs_shape():
+    case = CASES['k3_g1_c4']
+    x, off, mask = case.tensors()
+    grad_out = torch.randn(case.n, *case.out_size, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="expected the output's shape"):
+        torch.ops.ops_dcnv3.dcnv3_backward(grad_out[:, :-1], x, off, mask,
+                                           *case.params(), 64, False)
+
+
+@needs_cuda
 @pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10), (torch.float32, 1e-5),
                                        (torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
 @pytest.mark.parametrize('name', sorted(CASES))
-def test_cuda_kernel_matches_cpu(name, dtype, tol):
-    case = CASES[name]
-    device = f'cuda:{torch.cuda.device_count() - 1}'  # not always device 0
-    tensors = case.tensors(dtype)
+def test_cuda_cpp_kernel_matches_reference(name, dtype, tol, monkeypatch):
+    """The CUDA C++ kernel (OPS_DCNV3_BACKEND=cuda) against the fp64
+    reference on the same (rounded) values, forward and gradients."""
+    monkeypatch.setenv('OPS_DCNV3_BACKEND', 'cuda')
+    half = dtype in (torch.float16, torch.bfloat16)
+    # Half precision: no location on an integer, where gradients jump.
+    case = replace(CASES[name], offset_scale=1.0) if half else CASES[name]
+    device = torch.device(CUDA_DEVICE)
+    tensors = [t.to(dtype) for t in (fractional_offsets(case) if half else case.tensors())]
     grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels,
                            generator=torch.Generator().manual_seed(1)).to(dtype)
     ref, ref_grads = run(dcnv3_core_pytorch, case, [t.double() for t in tensors],
                          grad_out.double())
+    current = torch.cuda.current_device()
     out, grads = run(dcnv3, case, [t.to(device) for t in tensors], grad_out.to(device))
-    assert out.device == torch.device(device)
+    assert out.device == tensors[0].to(device).device
+    assert torch.cuda.current_device() == current
     assert_close_scaled(out.cpu(), ref, tol, 'output')
     for g, r in zip(grads, ref_grads):
         assert_close_scaled(g.cpu(), r, 4 * tol, 'grad')
+
+
+def test_backend_selection(monkeypatch):
+    """OPS_DCNV3_BACKEND names the backend; by default the CPU kernel runs
+    CPU tensors and Triton CUDA tensors; a backend that cannot run on the
+    device is an error that says why, never a silent fallback."""
+    monkeypatch.delenv('OPS_DCNV3_BACKEND', raising=False)
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    assert select_backend('cpu') == 'cpu'
+    assert select_backend('cuda') == ('triton' if TRITON_FOUND else
+                                      'cuda' if 'cuda' in COMPILED_DEVICES else 'reference')
+    assert select_backend('meta') == 'cpu'  # the C++ op's fake kernel
+    monkeypatch.setenv('OPS_DCNV3_BACKEND', 'reference')
+    assert select_backend('cpu') == select_backend('cuda') == 'reference'
+    case = CASES['k3_g1_c4']
+    x, off, mask = case.tensors()
+    assert torch.equal(dcnv3(x, off, mask, *case.params()),
+                       dcnv3_core_pytorch(x, off, mask, *case.params(), False))
+    monkeypatch.setenv('OPS_DCNV3_BACKEND', 'cpu')
+    assert select_backend('cpu') == 'cpu'
+    with pytest.raises(RuntimeError, match='OPS_DCNV3_BACKEND=cpu cannot run cuda'):
+        select_backend('cuda')
+    monkeypatch.setenv('OPS_DCNV3_BACKEND', 'cuda')
+    with pytest.raises(RuntimeError, match='cannot run cpu tensors'):
+        dcnv3(x, off, mask, *case.params())
+    if 'cuda' not in COMPILED_DEVICES:
+        with pytest.raises(RuntimeError, match='DCNV3_WITH_CUDA=1'):
+            select_backend('cuda')
+    monkeypatch.setenv('OPS_DCNV3_BACKEND', 'Triton')
+    with pytest.raises(ValueError, match="'Triton' is not a DCNv3 backend: choose one of "
+                       'triton, cuda, cpu, reference'):
+        dcnv3(x, off, mask, *case.params())
+    monkeypatch.setenv('OPS_DCNV3_BACKEND', 'triton')
+    if TRITON_FOUND:
+        assert select_backend('cuda') == 'triton'
+        with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):
+            select_backend('cpu')
 
 
 def test_grid_helpers_follow_the_spec():

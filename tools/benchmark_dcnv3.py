@@ -11,8 +11,13 @@ once; for the backward, read those and the output gradient, write the three
 gradients) over its time, against a measured copy bandwidth.
 
     python tools/benchmark_dcnv3.py                 # CPU, all threads
-    python tools/benchmark_dcnv3.py --device cuda --dtype float16
     python tools/benchmark_dcnv3.py --check         # exit 1 below the targets
+    python tools/benchmark_dcnv3.py --device cuda   # GPU: see benchmark_gpu()
+
+On a GPU it times, per shape (InternImage-T's stages at batch 1 and 64, a
+56x56x128 map at batch 64, a detection map) and dtype, the pure-PyTorch
+reference, the Triton kernels, the CUDA C++ kernel (when built) and DCNv4's
+op (when the ``DCNv4`` package is installed) with CUDA events.
 """
 import argparse
 import json
@@ -150,8 +155,11 @@ def main():
     parser.add_argument('--check', action='store_true',
                         help='exit 1 when a CPU speedup is below its target '
                         f'({TARGETS})')
+    add_gpu_arguments(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == 'cuda':
+        sys.exit(gpu_main(args, device))
     rows, bandwidth = benchmark(args)
     print(f'DCNv3 {args.dtype} on {args.device} ({describe_machine(device)}), '
           f'torch {torch.__version__}; copy bandwidth {bandwidth / 1e9:.1f} GB/s; '
@@ -175,6 +183,154 @@ def main():
             print(f"below target: {r['shape']} {r['mode']} {r['speedup']:.1f}x "
                   f"< {TARGETS[r['mode']]}x")
         sys.exit(1 if short else 0)
+
+
+# --- GPU ------------------------------------------------------------------
+# (name, N, H, W, C, G) at 3x3: InternImage-T's stages at batch 1 and 64, a
+# 56x56x128 map (the issue's DCNv4 comparison point) and a detection map.
+GPU_SHAPES = [
+    (f'T stage {i + 1}', n, h, h, c, c // 16)
+    for n in (1, 64) for i, (h, c) in enumerate(((56, 64), (28, 128), (14, 256), (7, 512)))
+] + [('56x56x128', 64, 56, 56, 128, 8), ('detection', 2, 200, 336, 64, 4)]
+GPU_BACKENDS = ('pytorch', 'triton', 'cuda', 'dcnv4')
+# The issue's targets: Triton forward+backward >= 3x the pure-PyTorch path at
+# every shape; fp16 forward within 1.5x of DCNv4 at 56x56x128, batch 64.
+GPU_TARGETS = {'fb_speedup': 3.0, 'dcnv4_ratio': 1.5}
+
+
+def add_gpu_arguments(parser):
+    gpu = parser.add_argument_group('GPU (--device cuda)')
+    gpu.add_argument('--dtypes', nargs='+', default=['float32', 'float16', 'bfloat16'],
+                     choices=['float32', 'float64', 'float16', 'bfloat16'])
+    gpu.add_argument('--backends', nargs='+', default=list(GPU_BACKENDS),
+                     choices=GPU_BACKENDS,
+                     help='pytorch: the reference; triton, cuda: ops_dcnv3 kernels; '
+                     'dcnv4: DCNv4Function (skipped when not installed)')
+    gpu.add_argument('--shapes', nargs='+', help='only these shape names (default: all)')
+
+
+def time_cuda(fn, min_time):
+    """Milliseconds per call: CUDA events around a loop of calls lasting at
+    least min_time (so that launch gaps, not syncs, separate the calls)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    calls = 1
+    while True:
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        elapsed = start.elapsed_time(end)
+        if elapsed >= min_time * 1e3 or calls >= 1 << 14:
+            return elapsed / calls
+        calls = max(calls * 2, int(calls * min_time * 1e3 / max(elapsed, 1e-3)))
+
+
+def gpu_variants(backends, n, h, w, c, g, dtype, device):
+    """{backend: (forward, forward+backward)} callables for one shape."""
+    from ops_dcnv3.ops import COMPILED_DEVICES, triton_ops
+    points = 9
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, h, w, c, generator=gen).to(device, dtype)
+    off = torch.randn(n, h, w, g * points * 2, generator=gen).to(device, dtype)
+    mask = torch.rand(n, h, w, g * points, generator=gen).to(device, dtype)
+    grad = torch.randn(n, h, w, c, generator=gen).to(device, dtype)
+    params = (3, 3, 1, 1, 1, 1, 1, 1, g, c // g, 1.0)
+    ops = {'pytorch': lambda *t: dcnv3_core_pytorch(*t, *params, False)}
+    if 'triton' in backends:
+        forward_op = triton_ops()[0]
+        ops['triton'] = lambda *t: forward_op(*t, *params, 256, False)
+    if 'cuda' in backends and 'cuda' in COMPILED_DEVICES:
+        ops['cuda'] = lambda *t: torch.ops.ops_dcnv3.dcnv3_forward(*t, *params, 256, False)
+    leaves = {k: [t.clone().requires_grad_() for t in (x, off, mask)] for k in ops}
+    if 'dcnv4' in backends:
+        try:
+            from DCNv4.functions import DCNv4Function
+        except ImportError:
+            pass
+        else:
+            # DCNv4 takes offsets and mask in one tensor: per group, P
+            # (x, y) offsets then P mask values, padded to a multiple of 8.
+            width = -(-g * points * 3 // 8) * 8
+            om = torch.randn(n, h, w, width, generator=gen).to(device, dtype)
+            leaves['dcnv4'] = [x.clone().requires_grad_(), om.requires_grad_()]
+            ops['dcnv4'] = lambda x, om: DCNv4Function.apply(
+                x, om, 3, 3, 1, 1, 1, 1, 1, 1, g, c // g, 1.0, 256, False)
+
+    def pair(op, ins):
+        def forward():
+            with torch.no_grad():
+                op(*ins)
+        return forward, lambda: torch.autograd.grad(op(*ins), ins, grad)
+    return {k: pair(op, leaves[k]) for k, op in ops.items() if k in backends}
+
+
+def gpu_main(args, device):
+    torch.cuda.set_device(device)
+    bandwidth = copy_bandwidth(device, args.rounds)
+    shapes = [s for s in GPU_SHAPES if not args.shapes or s[0] in args.shapes]
+    rows = []
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        for name, n, h, w, c, g in shapes:
+            variants = gpu_variants(args.backends, n, h, w, c, g, dtype, device)
+            for fns in variants.values():  # warm up: compiles, autotunes
+                for fn in fns:
+                    fn()
+            torch.cuda.synchronize(device)
+            samples = {(k, m): [] for k in variants for m in range(2)}
+            for _ in range(args.rounds):  # interleaved
+                for k, fns in variants.items():
+                    for m, fn in enumerate(fns):
+                        samples[(k, m)].append(time_cuda(fn, args.min_time))
+            fwd_bytes, fb_bytes = bytes_moved(n, h, w, c, g, 9, dtype.itemsize)
+            for m, mode in enumerate(('forward', 'forward+backward')):
+                ms = {k: statistics.median(samples[(k, m)]) for k in variants}
+                row = dict(shape=name, size=f'{n}x{h}x{w}x{c} G{g}', dtype=dtype_name,
+                           mode=mode, ms=ms)
+                if 'triton' in ms:
+                    row['bandwidth_fraction'] = ((fwd_bytes, fb_bytes)[m] / ms['triton']
+                                                 * 1e3 / bandwidth)
+                rows.append(row)
+                torch.cuda.empty_cache()
+            print(f'{dtype_name} {name} done', file=sys.stderr, flush=True)
+    print(f'DCNv3 on {describe_machine(device)} ({device}), torch {torch.__version__}; '
+          f'copy bandwidth {bandwidth / 1e9:.0f} GB/s; median of {args.rounds} '
+          f'interleaved rounds, CUDA events; 3x3 kernel, stride 1, pad 1')
+    print()
+    names = [b for b in GPU_BACKENDS if any(b in r['ms'] for r in rows)]
+    print('| shape | size | dtype | pass | ' + ' | '.join(f'{b} ms' for b in names)
+          + ' | triton vs pytorch | triton / dcnv4 | triton of bandwidth floor |')
+    print('|---|---|---|---|' + '---:|' * (len(names) + 3))
+    for r in rows:
+        ms = r['ms']
+        cells = [f"{ms[b]:.3f}" if b in ms else '-' for b in names]
+        speed = (f"{ms['pytorch'] / ms['triton']:.1f}x" if {'pytorch', 'triton'} <= ms.keys()
+                 else '-')
+        ratio = f"{ms['triton'] / ms['dcnv4']:.2f}" if {'dcnv4', 'triton'} <= ms.keys() else '-'
+        frac = f"{100 * r['bandwidth_fraction']:.0f}%" if 'bandwidth_fraction' in r else '-'
+        print(f"| {r['shape']} | {r['size']} | {r['dtype']} | {r['mode']} | "
+              + ' | '.join(cells) + f' | {speed} | {ratio} | {frac} |')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=str(device), machine=describe_machine(device),
+                           copy_bandwidth=bandwidth, rows=rows), f, indent=2)
+    if not args.check:
+        return 0
+    short = []
+    for r in rows:
+        ms = r['ms']
+        if (r['mode'] == 'forward+backward' and {'pytorch', 'triton'} <= ms.keys()
+                and ms['pytorch'] / ms['triton'] < GPU_TARGETS['fb_speedup']):
+            short.append(f"{r['shape']} {r['size']} {r['dtype']}: forward+backward "
+                         f"{ms['pytorch'] / ms['triton']:.1f}x the pure-PyTorch path")
+        if (r['shape'] == '56x56x128' and r['dtype'] == 'float16' and r['mode'] == 'forward'
+                and {'dcnv4', 'triton'} <= ms.keys()
+                and ms['triton'] / ms['dcnv4'] > GPU_TARGETS['dcnv4_ratio']):
+            short.append(f"56x56x128 fp16 forward: {ms['triton'] / ms['dcnv4']:.2f}x DCNv4's time")
+    for line in short:
+        print(f'below target: {line}')
+    return 1 if short else 0
 
 
 if __name__ == '__main__':

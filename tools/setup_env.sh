@@ -27,7 +27,8 @@ MMCV_VERSION=2.1.0
 STACK_DEPS=(addict yapf opencv-python termcolor rich matplotlib numpy
   pycocotools scipy shapely six terminaltables tqdm packaging prettytable
   einops importlib-metadata mat4py modelindex ftfy regex pytest safetensors
-  colorama pandas requests tabulate)
+  colorama pandas requests tabulate
+  onnx onnxruntime onnxscript)  # the last three: setup.py's `deploy` extra
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -73,6 +74,9 @@ if [ "$(cat "$STACK_STAMP" 2>/dev/null)" != "$(stack_hash)" ]; then
   say "installing mmengine, mmdet, mmsegmentation, mmpretrain, openmim and their requirements"
   "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps mmengine mmdet mmsegmentation mmpretrain openmim
   "${PIP[@]}" install -q -c "$CONSTRAINTS" "${STACK_DEPS[@]}"
+  # mmdeploy (tools/export_onnx.py --whole) pins protobuf<=3.20.2, which onnx
+  # cannot use: installed without its requirements, with the three it needs.
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps mmdeploy aenum multiprocess dill
   stack_hash > "$STACK_STAMP"
   rm -f "$VENV/.ops-stamp"
   say "stack ready in $((SECONDS - start)) s"
@@ -81,7 +85,7 @@ fi
 OPS_STAMP=$VENV/.ops-stamp
 if [ "$(cat "$OPS_STAMP" 2>/dev/null)" != "$(ops_hash)" ] || ! "$PY" -c 'import ops_dcnv3._C' 2>/dev/null; then
   start=$SECONDS
-  say "building ops_dcnv3 (CPU kernel; CUDA kernel too when a CUDA toolkit matching torch is found)"
+  say "building ops_dcnv3 (CPU kernel; CUDA tensors run its Triton kernels, compiled at run time; DCNV3_WITH_CUDA=1 adds the CUDA C++ kernel)"
   "${PIP[@]}" install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v "^  " || true
   "$PY" -c 'import ops_dcnv3._C' || { say "ops_dcnv3 failed to build"; exit 1; }
   ops_hash > "$OPS_STAMP"

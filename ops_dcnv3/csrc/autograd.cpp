@@ -15,13 +15,14 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The 13 non-tensor arguments, in schema order.
+// The 14 non-tensor arguments, in schema order.
 struct Params {
   int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h,
       dilation_w, group, group_channels;
   double offset_scale;
   int64_t im2col_step;
   bool remove_center;
+  bool mask_softmax;
 };
 
 at::Tensor call_forward(const at::Tensor& input, const at::Tensor& offset,
@@ -32,11 +33,11 @@ at::Tensor call_forward(const at::Tensor& input, const at::Tensor& offset,
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
                             const at::Tensor&, int64_t, int64_t, int64_t,
                             int64_t, int64_t, int64_t, int64_t, int64_t,
-                            int64_t, int64_t, double, int64_t, bool)>();
+                            int64_t, int64_t, double, int64_t, bool, bool)>();
   return op.call(input, offset, mask, p.kernel_h, p.kernel_w, p.stride_h,
                  p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
                  p.group, p.group_channels, p.offset_scale, p.im2col_step,
-                 p.remove_center);
+                 p.remove_center, p.mask_softmax);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> call_backward(
@@ -49,11 +50,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> call_backward(
               const at::Tensor&, const at::Tensor&, const at::Tensor&,
               const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t,
               int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t,
-              bool)>();
+              bool, bool)>();
   return op.call(grad_output, input, offset, mask, p.kernel_h, p.kernel_w,
                  p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h,
                  p.dilation_w, p.group, p.group_channels, p.offset_scale,
-                 p.im2col_step, p.remove_center);
+                 p.im2col_step, p.remove_center, p.mask_softmax);
 }
 
 class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
@@ -70,6 +71,7 @@ class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
     ctx->saved_data["ints"] = ints;
     ctx->saved_data["offset_scale"] = p.offset_scale;
     ctx->saved_data["remove_center"] = p.remove_center;
+    ctx->saved_data["mask_softmax"] = p.mask_softmax;
     return call_forward(input, offset, mask, p);
   }
 
@@ -80,7 +82,8 @@ class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
     const Params p{ints[0], ints[1], ints[2], ints[3], ints[4], ints[5],
                    ints[6], ints[7], ints[8], ints[9],
                    ctx->saved_data["offset_scale"].toDouble(), ints[10],
-                   ctx->saved_data["remove_center"].toBool()};
+                   ctx->saved_data["remove_center"].toBool(),
+                   ctx->saved_data["mask_softmax"].toBool()};
     auto grads = call_backward(grad_outputs[0], saved[0], saved[1], saved[2],
                                p);
     // One gradient per forward() argument; none for the parameters.
@@ -94,11 +97,11 @@ at::Tensor dcnv3_forward_autograd(
     int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
     int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
     int64_t group, int64_t group_channels, double offset_scale,
-    int64_t im2col_step, bool remove_center) {
+    int64_t im2col_step, bool remove_center, bool mask_softmax) {
   const Params p{kernel_h,   kernel_w,   stride_h,       stride_w,
                  pad_h,      pad_w,      dilation_h,     dilation_w,
                  group,      group_channels, offset_scale, im2col_step,
-                 remove_center};
+                 remove_center, mask_softmax};
   return DCNv3Autograd::apply(input, offset, mask, p);
 }
 

@@ -1,6 +1,9 @@
 // Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 //
-// The op's schema, declared once; each backend registers its kernel for its
+// The op's schema, declared once (semantics in docs/dcnv3_op.md;
+// mask_softmax=True takes mask logits and applies the softmax over each
+// group's points inside the op, and the backward then returns the gradient
+// of the logits); each backend registers its kernel for its
 // dispatch key in its own file (cpu/, cuda/). Python reaches the op as
 // torch.ops.ops_dcnv3.*; the module below only exists so that
 // `import ops_dcnv3._C` loads this library.
@@ -21,11 +24,12 @@ TORCH_LIBRARY(ops_dcnv3, m) {
       "dcnv3_forward(Tensor input, Tensor offset, Tensor mask, int kernel_h, "
       "int kernel_w, int stride_h, int stride_w, int pad_h, int pad_w, "
       "int dilation_h, int dilation_w, int group, int group_channels, "
-      "float offset_scale, int im2col_step, bool remove_center) -> Tensor");
+      "float offset_scale, int im2col_step, bool remove_center, "
+      "bool mask_softmax=False) -> Tensor");
   m.def(
       "dcnv3_backward(Tensor grad_output, Tensor input, Tensor offset, "
       "Tensor mask, int kernel_h, int kernel_w, int stride_h, int stride_w, "
       "int pad_h, int pad_w, int dilation_h, int dilation_w, int group, "
       "int group_channels, float offset_scale, int im2col_step, "
-      "bool remove_center) -> (Tensor, Tensor, Tensor)");
+      "bool remove_center, bool mask_softmax=False) -> (Tensor, Tensor, Tensor)");
 }

@@ -2,10 +2,12 @@
 //
 // What every DCNv3 backend shares: the sampling geometry (where point p of
 // output pixel (i, j) samples, and its bilinear neighbours) and the checks
-// at the op's boundary. See shared/DCNV3_SPEC.md for the semantics.
+// at the op's boundary, and the host-side mask softmax of the fused variant.
+// The semantics are in docs/dcnv3_op.md.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include <cmath>
 
@@ -99,6 +101,17 @@ DCNV3_HOST_DEVICE void for_each_neighbour(T x, T y, int height, int width,
   }
 }
 
+// Output size along one axis, as for a convolution:
+// floor((in + 2 * pad - (dilation * (kernel - 1) + 1)) / stride) + 1, with a
+// floor (not C++'s truncation) so that an input smaller than the kernel
+// gives a size < 1 here exactly as in ops_dcnv3.reference.output_size.
+inline int64_t output_size(int64_t in, int64_t kernel, int64_t stride,
+                           int64_t pad, int64_t dilation) {
+  const int64_t span = in + 2 * pad - (dilation * (kernel - 1) + 1);
+  const int64_t q = span / stride - (span % stride != 0 && span < 0 ? 1 : 0);
+  return q + 1;
+}
+
 // Checks at the op's boundary, with messages that name the argument; they
 // surface in Python as ValueError (shapes, sizes) or TypeError (dtypes).
 inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
@@ -113,8 +126,11 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
   TORCH_CHECK_VALUE(offset.dim() == 4, "DCNv3: offset must be 4-D, got ",
               offset.sizes());
   TORCH_CHECK_VALUE(mask.dim() == 4, "DCNv3: mask must be 4-D, got ", mask.sizes());
-  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()),
-                   "DCNv3: input must be a floating tensor, got ",
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK_TYPE(dtype == at::kDouble || dtype == at::kFloat ||
+                       dtype == at::kHalf || dtype == at::kBFloat16,
+                   "DCNv3: input must be a floating tensor of float64, "
+                   "float32, float16 or bfloat16, got ",
                    input.scalar_type());
   TORCH_CHECK_TYPE(offset.scalar_type() == input.scalar_type() &&
                        mask.scalar_type() == input.scalar_type(),
@@ -133,6 +149,9 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
   TORCH_CHECK_VALUE(!remove_center || (kernel_h == kernel_w && kernel_h % 2 == 1),
               "DCNv3: remove_center needs a square kernel of odd size, got ",
               kernel_h, "x", kernel_w);
+  TORCH_CHECK_VALUE(kernel_h * kernel_w - (remove_center ? 1 : 0) > 0,
+              "DCNv3: remove_center with a 1x1 kernel leaves no sampling "
+              "point");
   TORCH_CHECK_VALUE(input.size(3) == group * group_channels, "DCNv3: input has ",
               input.size(3), " channels but group * group_channels = ",
               group * group_channels);
@@ -142,11 +161,14 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
   g.width = static_cast<int>(input.size(2));
   g.channels = static_cast<int>(input.size(3));
   g.h_out = static_cast<int>(
-      (g.height + 2 * pad_h - (dilation_h * (kernel_h - 1) + 1)) / stride_h + 1);
+      output_size(g.height, kernel_h, stride_h, pad_h, dilation_h));
   g.w_out = static_cast<int>(
-      (g.width + 2 * pad_w - (dilation_w * (kernel_w - 1) + 1)) / stride_w + 1);
-  TORCH_CHECK_VALUE(g.h_out > 0 && g.w_out > 0, "DCNv3: input of ", g.height, "x",
-              g.width, " gives an empty output for this kernel and padding");
+      output_size(g.width, kernel_w, stride_w, pad_w, dilation_w));
+  TORCH_CHECK_VALUE(g.h_out > 0 && g.w_out > 0, "DCNv3: input of ", g.height,
+                    "x", g.width, " is too small for a ", kernel_h, "x",
+                    kernel_w, " kernel with padding (", pad_h, ", ", pad_w,
+                    ") and dilation (", dilation_h, ", ", dilation_w,
+                    "): output would be ", g.h_out, "x", g.w_out);
   g.group = static_cast<int>(group);
   g.group_channels = static_cast<int>(group_channels);
   g.points = static_cast<int>(kernel_h * kernel_w - (remove_center ? 1 : 0));
@@ -171,6 +193,44 @@ inline Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
               "DCNv3: mask must have shape ", at::IntArrayRef(mask_shape),
               ", got ", mask.sizes());
   return g;
+}
+
+// grad_output of the backward: the output's shape, on the inputs' device.
+inline void check_grad_output(const at::Tensor& grad_output,
+                              const at::Tensor& input, const Geometry& g) {
+  TORCH_CHECK_VALUE(grad_output.device() == input.device(),
+                    "DCNv3: grad_output is on ", grad_output.device(),
+                    " but the inputs are on ", input.device());
+  TORCH_CHECK_VALUE(
+      grad_output.sizes() ==
+          at::IntArrayRef({g.batch, g.h_out, g.w_out, g.channels}),
+      "DCNv3: grad_output has shape ", grad_output.sizes(),
+      ", expected the output's shape");
+}
+
+// The fused mask-softmax variant (mask_softmax=true): the mask holds logits
+// and the weights are their softmax over the P points of each group,
+// computed in the op's math type (fp32 for half types). Backends that do not
+// fuse it into their kernels call these around the plain kernels.
+inline at::Tensor softmax_points(const at::Tensor& logits, const Geometry& g) {
+  const auto opmath = at::toOpMathType(logits.scalar_type());
+  return at::_softmax(logits.reshape({-1, g.points}).to(opmath), -1, false)
+      .to(logits.scalar_type())
+      .reshape(logits.sizes());
+}
+
+// Gradient of the logits from the gradient of the weights (grad_weights)
+// and the weights (softmax_points of the logits).
+inline at::Tensor softmax_points_backward(const at::Tensor& grad_weights,
+                                          const at::Tensor& logits,
+                                          const Geometry& g) {
+  const auto opmath = at::toOpMathType(logits.scalar_type());
+  const at::Tensor w =
+      at::_softmax(logits.reshape({-1, g.points}).to(opmath), -1, false);
+  const at::Tensor gw = grad_weights.reshape({-1, g.points}).to(opmath);
+  return at::_softmax_backward_data(gw, w, -1, opmath)
+      .to(logits.scalar_type())
+      .reshape(logits.sizes());
 }
 
 }  // namespace ops_dcnv3

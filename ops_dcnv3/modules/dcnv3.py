@@ -141,12 +141,13 @@ class DCNv3(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.constant_(self.output_proj.bias, 0.)
 
-    def _core(self, x, offset, mask):
-        return dcnv3(x, offset, mask, self.kernel_size, self.kernel_size,
-                     self.stride, self.stride, self.pad, self.pad,
-                     self.dilation, self.dilation, self.group,
+    def _core(self, x, offset, mask_logits):
+        """The op on values, offsets and mask logits (softmaxed inside)."""
+        return dcnv3(x, offset, mask_logits, self.kernel_size,
+                     self.kernel_size, self.stride, self.stride, self.pad,
+                     self.pad, self.dilation, self.dilation, self.group,
                      self.group_channels, self.offset_scale, 256,
-                     self.remove_center)
+                     self.remove_center, mask_softmax=True)
 
     def forward(self, input):
         """(N, H, W, C) -> (N, H_out, W_out, C)."""
@@ -154,14 +155,12 @@ class DCNv3(nn.Module):
             raise ValueError(
                 f'{type(self).__name__}: input must be 4-D channels-last '
                 f'(N, H, W, {self.channels}), got shape {tuple(input.shape)}')
-        n, h, w, _ = input.shape
         x = self.input_proj(input)
         x_proj = x
         x1 = self.dw_conv(input.permute(0, 3, 1, 2))
         offset = self.offset(x1)
-        mask = F.softmax(self.mask(x1).reshape(n, h, w, self.group, -1), -1)
-        mask = mask.reshape(n, h, w, -1).type(x.dtype)
-        x = self._core(x, offset.type(x.dtype), mask)
+        mask_logits = self.mask(x1)
+        x = self._core(x, offset.type(x.dtype), mask_logits.type(x.dtype))
         if self.center_feature_scale:
             scale = self.center_feature_scale_module(
                 x1, self.center_feature_scale_proj_weight,
@@ -175,10 +174,10 @@ class DCNv3(nn.Module):
 class DCNv3_pytorch(DCNv3):
     """:class:`DCNv3` with the pure-PyTorch core on every device."""
 
-    def _core(self, x, offset, mask):
-        return dcnv3_core_pytorch(x, offset, mask, self.kernel_size,
+    def _core(self, x, offset, mask_logits):
+        return dcnv3_core_pytorch(x, offset, mask_logits, self.kernel_size,
                                   self.kernel_size, self.stride, self.stride,
                                   self.pad, self.pad, self.dilation,
                                   self.dilation, self.group,
                                   self.group_channels, self.offset_scale,
-                                  self.remove_center)
+                                  self.remove_center, mask_softmax=True)

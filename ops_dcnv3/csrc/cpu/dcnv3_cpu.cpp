@@ -652,7 +652,7 @@ at::Tensor dcnv3_forward_cpu(const at::Tensor& input_, const at::Tensor& offset_
                              int64_t dilation_h, int64_t dilation_w,
                              int64_t group, int64_t group_channels,
                              double offset_scale, int64_t /*im2col_step*/,
-                             bool remove_center) {
+                             bool remove_center, bool mask_softmax) {
   check_cpu(input_, "input");
   const Geometry g = make_geometry(
       input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h,
@@ -660,7 +660,9 @@ at::Tensor dcnv3_forward_cpu(const at::Tensor& input_, const at::Tensor& offset_
       remove_center);
   const at::Tensor input = input_.contiguous();
   const at::Tensor offset = offset_.contiguous();
-  const at::Tensor mask = mask_.contiguous();
+  // Stopgap until the kernel fuses it: the softmax runs before the kernel.
+  const at::Tensor mask = mask_softmax ? softmax_points(mask_, g).contiguous()
+                                       : mask_.contiguous();
   at::Tensor output =
       at::empty({g.batch, g.h_out, g.w_out, g.channels}, input.options());
   if (output.numel() == 0) return output;
@@ -689,20 +691,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
     int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
     int64_t group_channels, double offset_scale, int64_t /*im2col_step*/,
-    bool remove_center) {
+    bool remove_center, bool mask_softmax) {
   check_cpu(input_, "input");
-  check_cpu(grad_output_, "grad_output");
   const Geometry g = make_geometry(
       input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h,
       pad_w, dilation_h, dilation_w, group, group_channels, offset_scale,
       remove_center);
-  TORCH_CHECK(grad_output_.sizes() ==
-                  at::IntArrayRef({g.batch, g.h_out, g.w_out, g.channels}),
-              "DCNv3: grad_output has shape ", grad_output_.sizes(),
-              ", expected the output's shape");
+  check_grad_output(grad_output_, input_, g);
   const at::Tensor input = input_.contiguous();
   const at::Tensor offset = offset_.contiguous();
-  const at::Tensor mask = mask_.contiguous();
+  const at::Tensor mask = mask_softmax ? softmax_points(mask_, g).contiguous()
+                                       : mask_.contiguous();
   const at::Tensor grad_output =
       grad_output_.to(input.scalar_type()).contiguous();
   const auto opmath = at::toOpMathType(input.scalar_type());
@@ -731,6 +730,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
           }
         });
   }
+  if (mask_softmax) grad_mask = softmax_points_backward(grad_mask, mask_, g);
   return {grad_input.to(input.scalar_type()), grad_offset, grad_mask};
 }
 

@@ -155,7 +155,7 @@ at::Tensor dcnv3_forward_cuda(const at::Tensor& input_,
                               int64_t dilation_h, int64_t dilation_w,
                               int64_t group, int64_t group_channels,
                               double offset_scale, int64_t /*im2col_step*/,
-                              bool remove_center) {
+                              bool remove_center, bool mask_softmax) {
   check_cuda(input_, "input");
   const Geometry g = make_geometry(
       input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h,
@@ -164,7 +164,9 @@ at::Tensor dcnv3_forward_cuda(const at::Tensor& input_,
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const at::Tensor input = input_.contiguous();
   const at::Tensor offset = offset_.contiguous();
-  const at::Tensor mask = mask_.contiguous();
+  // Stopgap until the kernel fuses it: the softmax runs before the kernel.
+  const at::Tensor mask = mask_softmax ? softmax_points(mask_, g).contiguous()
+                                       : mask_.contiguous();
   at::Tensor output =
       at::empty({g.batch, g.h_out, g.w_out, g.channels}, input.options());
   const int64_t total = output.numel();
@@ -188,21 +190,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cuda(
     int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
     int64_t group_channels, double offset_scale, int64_t /*im2col_step*/,
-    bool remove_center) {
+    bool remove_center, bool mask_softmax) {
   check_cuda(input_, "input");
-  check_cuda(grad_output_, "grad_output");
   const Geometry g = make_geometry(
       input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h,
       pad_w, dilation_h, dilation_w, group, group_channels, offset_scale,
       remove_center);
-  TORCH_CHECK(grad_output_.sizes() ==
-                  at::IntArrayRef({g.batch, g.h_out, g.w_out, g.channels}),
-              "DCNv3: grad_output has shape ", grad_output_.sizes(),
-              ", expected the output's shape");
+  check_grad_output(grad_output_, input_, g);
   const c10::cuda::CUDAGuard device_guard(input_.device());
   const at::Tensor input = input_.contiguous();
   const at::Tensor offset = offset_.contiguous();
-  const at::Tensor mask = mask_.contiguous();
+  const at::Tensor mask = mask_softmax ? softmax_points(mask_, g).contiguous()
+                                       : mask_.contiguous();
   const at::Tensor grad_output =
       grad_output_.to(input.scalar_type()).contiguous();
   const auto opmath = at::toOpMathType(input.scalar_type());
@@ -212,6 +211,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cuda(
   at::Tensor grad_mask = at::zeros_like(mask);
   const int64_t total = grad_output.numel();
   if (total > 0) {
+    // grad_input is summed with atomics, in no fixed order.
+    at::globalContext().alertNotDeterministic("dcnv3_backward_cuda");
     const int64_t total_points = g.batch * g.h_out * g.w_out * g.group * g.points;
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -236,6 +237,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cuda(
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   }
+  if (mask_softmax) grad_mask = softmax_points_backward(grad_mask, mask_, g);
   return {grad_input.to(input.scalar_type()), grad_offset, grad_mask};
 }
 
