@@ -14,8 +14,8 @@ setup:
 # The main job: train, evaluate and visualise Mask R-CNN InternImage-T on a
 # tiny generated COCO set, then UperNet InternImage-T on a tiny ADE20K set.
 demo: setup
-	$(PY) tools/demo_det.py --work-dir work_dirs/demo_det
-	$(PY) tools/demo_seg.py --work-dir work_dirs/demo_seg
+	$(PY) tools/demo_det.py --data data/tiny_coco --work-dir work_dirs/demo_det
+	$(PY) tools/demo_seg.py --data data/tiny_ade20k --work-dir work_dirs/demo_seg
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

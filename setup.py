@@ -122,6 +122,39 @@ def extensions():
         extra_link_args=['-fopenmp'])]
 
 
+def add_mim_extension():
+    """Put ``model-index.yml`` and ``configs/`` into ``internimage/.mim/``,
+    where openmim looks for a package's model index (``mim search
+    internimage-mm``): links in a development install (``pip install -e``),
+    copies when a package is built. Returns the files to ship."""
+    argv = set(sys.argv[1:])
+    if argv & {'develop', 'editable_wheel'}:
+        mode = 'link'
+    elif argv & {'sdist', 'bdist_wheel', 'build', 'install'}:
+        mode = 'copy'
+    else:
+        return []
+    mim = os.path.join(ROOT, 'internimage', '.mim')
+    os.makedirs(mim, exist_ok=True)
+    for name in ('model-index.yml', 'configs'):
+        src, dst = os.path.join(ROOT, name), os.path.join(mim, name)
+        if os.path.islink(dst) or os.path.isfile(dst):
+            os.remove(dst)
+        elif os.path.isdir(dst):
+            shutil.rmtree(dst)
+        if mode == 'link':
+            os.symlink(os.path.relpath(src, mim), dst)
+        elif os.path.isdir(src):
+            shutil.copytree(src, dst)
+        else:
+            shutil.copyfile(src, dst)
+    if mode == 'link':
+        return []
+    package = os.path.join(ROOT, 'internimage')
+    return [os.path.relpath(os.path.join(d, f), package)
+            for d, _, files in os.walk(mim) for f in files]
+
+
 def readme():
     with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
         return f.read()
@@ -138,6 +171,7 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=('ops_dcnv3*', 'internimage*', 'mmcls_plugin*',
                                     'mmdet_plugin*', 'mmseg_plugin*')),
+    package_data={'internimage': add_mim_extension()},
     # `pip install .[deploy]`: ONNX export (tools/export_onnx.py,
     # ops_dcnv3.onnx) and ONNX Runtime; tools/setup_env.sh installs them.
     extras_require={'deploy': ['onnx>=1.16', 'onnxruntime>=1.17',

@@ -361,10 +361,12 @@ class InternImage(BaseModule):
         norm_eval (bool): keep the BatchNorm layers (``norm_layer='BN'``) in
             eval mode during training. Default: False.
         init_cfg (dict | list[dict], optional): mmengine initialisation;
-            ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None)``
-            loads an official ``{'model': state_dict}`` checkpoint (or an
-            OpenMMLab one with ``state_dict`` and ``backbone.`` keys) and
-            logs which keys were missing or unused (see
+            ``dict(type='Pretrained', checkpoint=PATH_OR_URL, prefix=None,
+            strict=False)`` loads an official ``{'model': state_dict}``
+            checkpoint, its HuggingFace layout (``model.safetensors``,
+            ``pytorch_model.bin`` or their folder) or an OpenMMLab one with
+            ``state_dict`` and ``backbone.`` keys, and logs which keys were
+            missing or unused (``strict=True``: raises instead; see
             :func:`internimage.checkpoint.load_backbone_weights`).
             Default: None (the official random initialisation).
     """
@@ -622,14 +624,16 @@ class InternImage(BaseModule):
             self.init_cfg = original
         for cfg in pretrained:
             unknown = set(cfg) - {'type', 'checkpoint', 'prefix',
-                                  'map_location'}
+                                  'map_location', 'strict'}
             if unknown or 'checkpoint' not in cfg:
                 raise ValueError(
                     'InternImage: init_cfg Pretrained takes checkpoint and '
-                    f'optionally prefix and map_location, got {dict(cfg)}')
+                    'optionally prefix, map_location and strict, got '
+                    f'{dict(cfg)}')
             load_backbone_weights(self, cfg['checkpoint'],
                                   prefix=cfg.get('prefix'),
-                                  map_location=cfg.get('map_location', 'cpu'))
+                                  map_location=cfg.get('map_location', 'cpu'),
+                                  strict=cfg.get('strict', False))
 
     # --------------------------------------------------------------- train
     def _freeze_stages(self):

@@ -87,7 +87,11 @@ class CBInternImage(BaseModule):
                 if channels[j] != channels[i] else nn.Identity()
                 for j in range(i, levels)))
         self.out_indices = [tuple(o) for o in out_indices]
-        self.depths = assisting.depths  # for the layer-wise lr decay
+        # Read by the layer-wise lr decay, which checks paramwise_cfg.depths
+        # against it. The decay does not reach this module's parameters
+        # (cb_modules.*, cb_linears.*): they get the full lr, as in the
+        # official constructor (InternImageLayerDecayOptimWrapperConstructor).
+        self.depths = assisting.depths
         self.num_levels = levels
 
     def init_weights(self):

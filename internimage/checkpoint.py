@@ -1,28 +1,40 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
-"""Official InternImage checkpoints: reading, backbone loading, conversion.
+"""Reading InternImage checkpoints and loading them into a backbone.
 
-The official code saves ``{'model': state_dict, ...}`` (classification) or
-mmcv-1.x ``{'state_dict': ..., 'meta': ...}`` (detection, segmentation).
+Every layout the official releases use is read:
 
-- :func:`load_backbone_weights` loads any of them into an
-  :class:`~internimage.InternImage` (what ``init_cfg=dict(type='Pretrained')``
-  calls) and reports what did not match.
-- :func:`convert_checkpoint` turns a whole official checkpoint into one that
-  ``mmengine.runner.load_checkpoint(model, path, strict=True)`` loads into
-  this project's model of the same kind. Each kind is a
-  :class:`CheckpointKind` in :data:`CHECKPOINT_KINDS`; add one with
-  :func:`register_kind`.
+- the official classification code's ``{'model': state_dict, ...}`` (also
+  ``model_ema``), and mmcv-1.x ``{'state_dict': ..., 'meta': ...}`` of the
+  official detection and segmentation code;
+- the HuggingFace layout of the official classifiers (made by the official
+  ``classification/huggingface/convert.py``): every key under ``model.``,
+  layer scales named ``layer_scale1``/``layer_scale2`` instead of
+  ``gamma1``/``gamma2``, in a ``model.safetensors`` or ``pytorch_model.bin``
+  file (or a folder holding one, sharded ones included), see
+  :func:`hf_to_official`;
+- checkpoints of mmengine's Runner (``tools/train.py``) and of
+  ``tools/convert_checkpoint.py``.
+
+:func:`read_checkpoint` reads a file, :func:`extract_state_dict` finds the
+weights in it (in the official names), :func:`load_backbone_weights` loads
+them into an :class:`~internimage.InternImage` (what ``init_cfg=dict(type=
+'Pretrained')`` calls). Converting whole checkpoints for this project's
+models is :mod:`internimage.convert`.
 """
+import json
 import logging
+import os.path as osp
 import pickle
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional
 
 import torch
 from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
+
+from .runner import allow_mmengine_checkpoints
 
 #: Official classification-head modules: unused by a backbone.
 CLS_HEAD_PREFIXES = ('conv_head.', 'head.', 'dcnv3_head_x4.', 'dcnv3_head_x3.',
@@ -30,6 +42,12 @@ CLS_HEAD_PREFIXES = ('conv_head.', 'head.', 'dcnv3_head_x4.', 'dcnv3_head_x3.',
 #: Official backbone modules.
 BACKBONE_PREFIXES = ('patch_embed.', 'levels.')
 _STATE_DICT_KEYS = ('state_dict', 'model', 'module')
+#: Weight files of a HuggingFace model folder, in the order they are looked
+#: for (an ``.index.json`` lists the shards of a large model).
+HF_WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json',
+                   'pytorch_model.bin', 'pytorch_model.bin.index.json')
+#: HuggingFace layer-scale names -> the official ones.
+_HF_LAYER_SCALE = re.compile(r'(\.blocks\.\d+)\.layer_scale([12])$')
 
 
 class CheckpointError(ValueError):
@@ -41,9 +59,41 @@ def _is_state_dict(obj) -> bool:
         isinstance(v, torch.Tensor) for v in obj.values())
 
 
+def has_prefix(state_dict: Mapping, *prefixes: str) -> bool:
+    """Whether some key of ``state_dict`` starts with one of ``prefixes``."""
+    return any(k.startswith(prefixes) for k in state_dict)
+
+
+def summarise(keys: List[str], limit: int = 20) -> str:
+    """The first ``limit`` of ``keys``, for error messages."""
+    shown = ', '.join(keys[:limit])
+    return shown + (f', ... ({len(keys)} in all)' if len(keys) > limit else '')
+
+
+def is_hf_layout(state_dict: Mapping) -> bool:
+    """An official classifier or backbone in the HuggingFace layout: every
+    key under ``model.``, with the official stem and levels below it."""
+    return (len(state_dict) > 0
+            and all(k.startswith('model.') for k in state_dict)
+            and has_prefix(state_dict, 'model.patch_embed.')
+            and has_prefix(state_dict, 'model.levels.'))
+
+
+def hf_to_official(state_dict: Mapping) -> 'OrderedDict':
+    """HuggingFace layout -> official names: ``model.`` dropped and
+    ``levels.i.blocks.j.layer_scale1/2`` renamed ``gamma1/2`` (the official
+    ``classification/huggingface/convert.py`` in reverse)."""
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        out[_HF_LAYER_SCALE.sub(r'\1.gamma\2', key[len('model.'):])] = value
+    return out
+
+
 def extract_state_dict(checkpoint, key: Optional[str] = None,
                        source: str = 'checkpoint') -> 'OrderedDict':
-    """The state dict inside a loaded checkpoint, ``module.`` stripped.
+    """The state dict inside a loaded checkpoint, in the official names:
+    ``module.`` stripped, the HuggingFace layout renamed
+    (:func:`hf_to_official`).
 
     Args:
         checkpoint (dict): what ``torch.load`` returned.
@@ -75,21 +125,75 @@ def extract_state_dict(checkpoint, key: Optional[str] = None,
                               'something other than tensors')
     if all(k.startswith('module.') for k in state_dict):
         state_dict = {k[len('module.'):]: v for k, v in state_dict.items()}
+    if is_hf_layout(state_dict):
+        return hf_to_official(state_dict)
     return OrderedDict(state_dict)
+
+
+def _hf_weight_file(folder: str) -> str:
+    for name in HF_WEIGHT_FILES:
+        if osp.isfile(osp.join(folder, name)):
+            return osp.join(folder, name)
+    raise CheckpointError(
+        f'{folder}: a folder, but none of the HuggingFace weight files '
+        f'{list(HF_WEIGHT_FILES)} is in it')
+
+
+def _read_shards(index_file: str, map_location, trust_pickle: bool):
+    """The tensors of a sharded HuggingFace checkpoint (``*.index.json``,
+    whose ``weight_map`` names the file of each tensor)."""
+    with open(index_file, encoding='utf-8') as f:
+        weight_map = json.load(f).get('weight_map')
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f'{index_file}: no weight_map in it')
+    folder = osp.dirname(index_file)
+    state_dict = OrderedDict()
+    for shard in sorted(set(weight_map.values())):
+        tensors = read_checkpoint(osp.join(folder, shard), map_location,
+                                  trust_pickle)
+        if not _is_state_dict(tensors):
+            raise CheckpointError(f'{shard} (listed in {index_file}): not a '
+                                  'file of tensors')
+        state_dict.update(tensors)
+    return state_dict
+
+
+def _read_safetensors(filename: str, map_location):
+    try:
+        from safetensors.torch import load_file
+    except ImportError as e:  # pragma: no cover
+        raise CheckpointError(
+            f'{filename}: reading .safetensors files needs the safetensors '
+            'package (pip install safetensors)') from e
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint not found: {filename}')
+    device = map_location if isinstance(map_location, str) else 'cpu'
+    return load_file(filename, device=device)
 
 
 def read_checkpoint(filename: str, map_location='cpu',
                     trust_pickle: bool = False):
-    """Load a checkpoint file or URL (anything mmengine's CheckpointLoader
-    reads).
+    """Load a checkpoint: a file or URL that mmengine's CheckpointLoader
+    reads (``.pth``, ``.bin``), a ``.safetensors`` file, or a HuggingFace
+    model folder (its ``model.safetensors`` or ``pytorch_model.bin``,
+    sharded or not).
 
-    torch >= 2.6 loads only tensors and plain containers by default. Set
-    ``trust_pickle`` for a file from a source you trust whose extra entries
-    (a training config, say) are arbitrary Python objects.
+    torch >= 2.6 loads only tensors and plain containers by default, plus
+    what mmengine's Runner writes (:func:`~internimage.runner.
+    allow_mmengine_checkpoints`). Set ``trust_pickle`` for a file from a
+    source you trust whose extra entries (a training config, say) are
+    arbitrary Python objects.
     """
+    if osp.isdir(filename):
+        filename = _hf_weight_file(filename)
+    if filename.endswith('.index.json'):
+        return _read_shards(filename, map_location, trust_pickle)
+    if filename.endswith('.safetensors'):
+        return _read_safetensors(filename, map_location)
     if trust_pickle:
         return torch.load(filename, map_location=map_location,
                           weights_only=False)
+    allow_mmengine_checkpoints()
     try:
         return CheckpointLoader.load_checkpoint(filename, map_location,
                                                 logger='current')
@@ -111,11 +215,6 @@ class LoadReport:
     unexpected: List[str] = field(default_factory=list)
     ignored_head: List[str] = field(default_factory=list)
     ignored_other: List[str] = field(default_factory=list)
-
-
-def _summarise(keys: List[str], limit: int = 20) -> str:
-    shown = ', '.join(keys[:limit])
-    return shown + (f', ... ({len(keys)} in all)' if len(keys) > limit else '')
 
 
 def match_backbone_keys(model: torch.nn.Module, state_dict: Mapping,
@@ -140,7 +239,7 @@ def match_backbone_keys(model: torch.nn.Module, state_dict: Mapping,
         if not selected:
             raise CheckpointError(
                 f'{source}: no key starts with {prefix!r}; first keys: '
-                f'{_summarise(list(state_dict), 5)}')
+                f'{summarise(list(state_dict), 5)}')
     else:
         selected = dict(state_dict)
     own = model.state_dict()
@@ -160,12 +259,12 @@ def match_backbone_keys(model: torch.nn.Module, state_dict: Mapping,
     if mismatched:
         raise CheckpointError(
             f'{source}: {len(mismatched)} tensors have another shape than the '
-            f'model\'s (is the arch right?): {_summarise(mismatched, 10)}')
+            f'model\'s (is the arch right?): {summarise(mismatched, 10)}')
     if not to_load:
         raise CheckpointError(
             f'{source}: no key matches the {type(model).__name__} model '
-            f'(checkpoint keys: {_summarise(list(selected), 5)}; model keys: '
-            f'{_summarise(list(own), 5)})')
+            f'(checkpoint keys: {summarise(list(selected), 5)}; model keys: '
+            f'{summarise(list(own), 5)})')
     report.loaded = list(to_load)
     report.missing = [k for k in own if k not in to_load]
     return to_load, report
@@ -173,25 +272,37 @@ def match_backbone_keys(model: torch.nn.Module, state_dict: Mapping,
 
 def load_backbone_weights(model: torch.nn.Module, filename: str,
                           prefix: Optional[str] = None, map_location='cpu',
-                          logger='current') -> LoadReport:
+                          logger='current', strict: bool = False
+                          ) -> LoadReport:
     """Load an official (or OpenMMLab) checkpoint into an InternImage.
 
     Loads every tensor whose name and shape match, ignores the official
     classification head (``conv_head``, ``head``, ``clip_projector``, ...),
     logs the missing and unexpected keys as warnings, and raises
-    :class:`CheckpointError` when shapes differ or nothing matches.
+    :class:`CheckpointError` when shapes differ or nothing matches (with
+    ``strict``, also when a backbone tensor is missing or unexpected).
 
     Args:
         model (nn.Module): the backbone.
-        filename (str): path or URL.
+        filename (str): path or URL, a ``.safetensors`` file or a
+            HuggingFace model folder (see :func:`read_checkpoint`).
         prefix (str, optional): take the keys under this prefix (e.g.
             'backbone.'), see :func:`match_backbone_keys`.
         map_location: as for ``torch.load``. Default: 'cpu'.
         logger: mmengine logger name or object. Default: 'current'.
+        strict (bool): every tensor of the backbone must be in the
+            checkpoint, and every backbone tensor of the checkpoint in the
+            model (the classification head and, under ``prefix``, the rest of
+            the model are still left out). Default: False.
     """
     state_dict = extract_state_dict(read_checkpoint(filename, map_location),
                                     source=filename)
     to_load, report = match_backbone_keys(model, state_dict, prefix, filename)
+    if strict and (report.missing or report.unexpected):
+        raise CheckpointError(
+            f'{filename}: does not fit {type(model).__name__} strictly: '
+            f'missing {summarise(report.missing, 10) or "nothing"}; '
+            f'unexpected {summarise(report.unexpected, 10) or "nothing"}')
     model.load_state_dict(to_load, strict=False)
     name = type(model).__name__
     print_log(f'{name}: loaded {len(report.loaded)} tensors from {filename}',
@@ -208,200 +319,12 @@ def load_backbone_weights(model: torch.nn.Module, filename: str,
     if report.missing:
         print_log(f'{name}: {len(report.missing)} tensors missing in '
                   f'{filename}, left as initialised: '
-                  f'{_summarise(report.missing)}', logger=logger,
+                  f'{summarise(report.missing)}', logger=logger,
                   level=logging.WARNING)
     if report.unexpected:
         print_log(f'{name}: {len(report.unexpected)} unexpected tensors in '
-                  f'{filename}, not loaded: {_summarise(report.unexpected)}',
+                  f'{filename}, not loaded: {summarise(report.unexpected)}',
                   logger=logger, level=logging.WARNING)
     return report
 
 
-# ------------------------------------------------------------- conversion
-@dataclass
-class CheckpointKind:
-    """One kind of official checkpoint.
-
-    Attributes:
-        name (str): e.g. 'classification'.
-        detect (callable): state dict -> bool.
-        convert (callable, optional): state dict -> converted state dict;
-            None for a kind that is recognised but not converted yet.
-        description (str): what it is and what it converts into (or why it
-            is not converted).
-    """
-    name: str
-    detect: Callable[[Mapping], bool]
-    convert: Optional[Callable[[Mapping], 'OrderedDict']]
-    description: str
-
-
-#: Known kinds, tried in order.
-CHECKPOINT_KINDS: Dict[str, CheckpointKind] = OrderedDict()
-
-
-def register_kind(kind: CheckpointKind, replace: bool = False):
-    """Add ``kind`` to :data:`CHECKPOINT_KINDS` (``replace`` to override)."""
-    if kind.name in CHECKPOINT_KINDS and not replace:
-        raise KeyError(f'checkpoint kind {kind.name!r} is already registered')
-    CHECKPOINT_KINDS[kind.name] = kind
-    return kind
-
-
-def _has_prefix(state_dict, *prefixes):
-    return any(k.startswith(prefixes) for k in state_dict)
-
-
-def _is_official_classifier(state_dict) -> bool:
-    return (_has_prefix(state_dict, 'patch_embed.')
-            and _has_prefix(state_dict, 'levels.')
-            and ('head.weight' in state_dict or 'head.bias' in state_dict))
-
-
-def _is_official_backbone_only(state_dict) -> bool:
-    return (_has_prefix(state_dict, 'patch_embed.')
-            and _has_prefix(state_dict, 'levels.')
-            and not _has_prefix(state_dict, *CLS_HEAD_PREFIXES))
-
-
-#: Official classifier prefix -> mmpretrain ``ImageClassifier`` prefix.
-CLASSIFIER_RENAMES = (
-    ('patch_embed.', 'backbone.patch_embed.'),
-    ('levels.', 'backbone.levels.'),
-    ('conv_head.', 'head.conv_head.'),
-    ('dcnv3_head_x4.', 'head.dcnv3_head_x4.'),
-    ('dcnv3_head_x3.', 'head.dcnv3_head_x3.'),
-    ('clip_projector.', 'head.clip_projector.'),
-    ('fc_norm.', 'head.fc_norm.'),
-    ('head.', 'head.fc.'),
-)
-
-
-def convert_classifier(state_dict: Mapping) -> 'OrderedDict':
-    """Official classifier -> ``ImageClassifier(backbone=InternImage,
-    head=InternImageClsHead)`` keys; every key must be renamed."""
-    out = OrderedDict()
-    unknown = []
-    for key, value in state_dict.items():
-        for old, new in CLASSIFIER_RENAMES:
-            if key.startswith(old):
-                out[new + key[len(old):]] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise CheckpointError(
-            'classification checkpoint: keys of no known InternImage module: '
-            f'{_summarise(unknown, 10)}')
-    return out
-
-
-def _refuse(message):
-    """A converter for a kind that is recognised but not converted."""
-    def convert(state_dict):
-        raise CheckpointError(message)
-    return convert
-
-
-register_kind(CheckpointKind(
-    'classification', _is_official_classifier, convert_classifier,
-    'official classifier ({"model": ...} with patch_embed/levels/head): '
-    'converted for mmpretrain ImageClassifier + InternImageClsHead'))
-register_kind(CheckpointKind(
-    'backbone', _is_official_backbone_only,
-    _refuse('a backbone-only checkpoint needs no conversion: load it with '
-            "the backbone's init_cfg=dict(type='Pretrained', checkpoint=...)"),
-    'official backbone without a head: needs no conversion'))
-register_kind(CheckpointKind(
-    'segmentation',
-    lambda sd: _has_prefix(sd, 'backbone.levels.')
-    and _has_prefix(sd, 'decode_head.'),
-    _refuse('segmentation checkpoints are recognised but not converted '
-            'yet (mmseg support is its own issue)'),
-    'official mmseg 0.x segmentor (backbone. + decode_head.)'))
-register_kind(CheckpointKind(
-    'detection',
-    lambda sd: _has_prefix(sd, 'backbone.levels.')
-    and _has_prefix(sd, 'neck.', 'rpn_head.', 'roi_head.', 'bbox_head.',
-                    'query_head.'),
-    _refuse('detection checkpoints are recognised but not converted yet '
-            '(mmdet support is its own issue)'),
-    'official mmdet 2.x detector (backbone. + neck/heads)'))
-
-
-def detect_kind(state_dict: Mapping, source: str = 'checkpoint') -> str:
-    """Name of the first kind in :data:`CHECKPOINT_KINDS` that matches."""
-    for kind in CHECKPOINT_KINDS.values():
-        if kind.detect(state_dict):
-            return kind.name
-    known = '; '.join(f'{k.name}: {k.description}'
-                      for k in CHECKPOINT_KINDS.values())
-    prefixes = sorted({re.split(r'\.', k)[0] for k in state_dict})
-    raise CheckpointError(
-        f'{source}: not a known kind of InternImage checkpoint (top-level '
-        f'modules: {prefixes[:15]}). Known kinds: {known}')
-
-
-def select_classes(state_dict: Mapping, rows: Sequence[int],
-                   source: str = 'checkpoint') -> 'OrderedDict':
-    """Keep the classifier rows ``rows`` of a converted classifier (e.g. the
-    ImageNet-1K classes of a 22K head, with the official map22kto1k.txt)."""
-    out = OrderedDict(state_dict)
-    for key in ('head.fc.weight', 'head.fc.bias'):
-        if key not in out:
-            raise CheckpointError(f'{source}: no {key} to select classes from')
-        num = out[key].shape[0]
-        bad = [r for r in rows if not 0 <= r < num]
-        if bad:
-            raise CheckpointError(
-                f'{source}: class indices {bad[:5]} out of range for a head '
-                f'of {num} classes')
-        out[key] = out[key][list(rows)].clone()
-    return out
-
-
-def read_class_map(path: str) -> List[int]:
-    """Class indices, whitespace-separated (the official map22kto1k.txt has
-    one per line)."""
-    with open(path, encoding='utf-8') as f:
-        text = f.read().split()
-    try:
-        return [int(t) for t in text]
-    except ValueError as e:
-        raise CheckpointError(f'{path}: expected integers, {e}') from e
-
-
-def convert_checkpoint(checkpoint, key: Optional[str] = None,
-                       kind: Optional[str] = None,
-                       source: str = 'checkpoint',
-                       class_rows: Optional[Sequence[int]] = None) -> dict:
-    """Convert a loaded official checkpoint.
-
-    Args:
-        checkpoint (dict): what ``torch.load`` returned.
-        key (str, optional): entry holding the weights (e.g. 'model_ema');
-            see :func:`extract_state_dict`.
-        kind (str, optional): force a kind instead of detecting it.
-        source (str): name for error messages.
-        class_rows (Sequence[int], optional): classification only: keep
-            these classifier rows (see :func:`select_classes`).
-
-    Returns:
-        dict: ``{'state_dict': ..., 'meta': {'internimage_kind': kind}}``,
-        what ``mmengine.runner.load_checkpoint`` reads.
-    """
-    state_dict = extract_state_dict(checkpoint, key, source)
-    if kind is None:
-        kind = detect_kind(state_dict, source)
-    elif kind not in CHECKPOINT_KINDS:
-        raise CheckpointError(f'unknown kind {kind!r}; known: '
-                              f'{list(CHECKPOINT_KINDS)}')
-    converted = CHECKPOINT_KINDS[kind].convert(state_dict)
-    if class_rows is not None:
-        if kind != 'classification':
-            raise CheckpointError(
-                f'{source}: selecting classes needs a classification '
-                f'checkpoint, this is {kind}')
-        converted = select_classes(converted, class_rows, source)
-    return dict(state_dict=converted,
-                meta=dict(internimage_kind=kind, converted_from=source))

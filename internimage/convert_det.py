@@ -1,8 +1,7 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 """Official InternImage detection checkpoints (mmdet 2.28) -> mmdet 3.
 
-Registers the 'detection' :class:`~internimage.checkpoint.CheckpointKind`
-(replacing the placeholder that refused them).
+The 'detection' kind of :data:`internimage.convert.CHECKPOINT_KINDS`.
 
 - Mask R-CNN and Cascade Mask R-CNN: mmdet 3 kept mmdet 2's module names
   (``backbone``, ``neck``, ``rpn_head``, ``roi_head.bbox_head[.i]``,
@@ -22,8 +21,7 @@ import re
 from collections import OrderedDict
 from typing import Mapping
 
-from .checkpoint import (CheckpointError, CheckpointKind, _has_prefix,
-                         _summarise, register_kind)
+from .checkpoint import CheckpointError, has_prefix, summarise
 
 #: Prefixes of two-stage detectors, kept as they are.
 TWO_STAGE_PREFIXES = ('backbone.', 'neck.', 'rpn_head.', 'roi_head.')
@@ -61,14 +59,14 @@ DINO_RENAMES = (
 def is_official_detector(state_dict: Mapping) -> bool:
     """An official (mmdet 2) InternImage detector: an InternImage or
     CB-InternImage backbone and detection heads."""
-    return (_has_prefix(state_dict, 'backbone.levels.',
+    return (has_prefix(state_dict, 'backbone.levels.',
                         'backbone.cb_modules.')
-            and _has_prefix(state_dict, 'neck.', 'rpn_head.', 'roi_head.',
+            and has_prefix(state_dict, 'neck.', 'rpn_head.', 'roi_head.',
                             'bbox_head.', 'query_head.'))
 
 
 def is_official_dino(state_dict: Mapping) -> bool:
-    return _has_prefix(state_dict, 'bbox_head.transformer.')
+    return has_prefix(state_dict, 'bbox_head.transformer.')
 
 
 def convert_two_stage(state_dict: Mapping) -> 'OrderedDict':
@@ -76,7 +74,7 @@ def convert_two_stage(state_dict: Mapping) -> 'OrderedDict':
     if unknown:
         raise CheckpointError(
             'detection checkpoint (two-stage): keys of no known module: '
-            f'{_summarise(unknown, 10)}')
+            f'{summarise(unknown, 10)}')
     return OrderedDict(state_dict)
 
 
@@ -93,7 +91,7 @@ def convert_dino(state_dict: Mapping) -> 'OrderedDict':
     if unknown:
         raise CheckpointError(
             'detection checkpoint (DINO): keys of no known module: '
-            f'{_summarise(unknown, 10)}')
+            f'{summarise(unknown, 10)}')
     return out
 
 
@@ -101,16 +99,10 @@ def convert_detector(state_dict: Mapping) -> 'OrderedDict':
     """Official mmdet 2 InternImage detector -> mmdet 3 keys."""
     if is_official_dino(state_dict):
         return convert_dino(state_dict)
-    if _has_prefix(state_dict, 'bbox_head.', 'query_head.'):
+    if has_prefix(state_dict, 'bbox_head.', 'query_head.'):
         raise CheckpointError(
             'detection checkpoint: a single-stage detector other than DINO '
             '(no bbox_head.transformer); only Mask R-CNN, Cascade Mask R-CNN '
             'and DINO checkpoints are converted')
     return convert_two_stage(state_dict)
 
-
-register_kind(CheckpointKind(
-    'detection', is_official_detector, convert_detector,
-    'official mmdet 2 detector (backbone. + neck./rpn_head./roi_head./'
-    'bbox_head.): Mask R-CNN and Cascade Mask R-CNN keep their keys, DINO '
-    'and CB-DINO are renamed for mmdet 3 DINO'), replace=True)

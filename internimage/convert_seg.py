@@ -1,9 +1,9 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 """Official InternImage segmentation checkpoints (mmseg 0.x) -> mmseg 1.x.
 
-Registered as the 'segmentation' :class:`~internimage.checkpoint.
-CheckpointKind`, so that ``python tools/convert_checkpoint.py OFFICIAL.pth
-OUT.pth`` converts them. Works on key names only (no mmseg import).
+The 'segmentation' kind of :data:`internimage.convert.CHECKPOINT_KINDS`, so
+that ``python tools/convert_checkpoint.py OFFICIAL.pth OUT.pth`` converts
+them. Works on key names only (no mmseg import).
 
 - UperNet (``UPerHead`` + ``FCNHead`` auxiliary head): mmseg 1.x kept the
   module names, so keys are kept; each is checked to belong to a known
@@ -19,8 +19,7 @@ import re
 from collections import OrderedDict
 from typing import Mapping
 
-from .checkpoint import (BACKBONE_PREFIXES, CheckpointError, CheckpointKind,
-                         _summarise, register_kind)
+from .checkpoint import BACKBONE_PREFIXES, CheckpointError, summarise
 
 #: Modules of the heads this converter knows, by head prefix.
 UPERNET_MODULES = ('psp_modules', 'bottleneck', 'lateral_convs', 'fpn_convs',
@@ -106,12 +105,6 @@ def convert_segmentor(state_dict: Mapping) -> 'OrderedDict':
             f'{list(heads["decode_head."])}'
             + ('' if mask2former else
                f'; auxiliary_head: {list(FCN_MODULES)}')
-            + f'): {_summarise(unknown, 10)}')
+            + f'): {summarise(unknown, 10)}')
     return out
 
-
-register_kind(CheckpointKind(
-    'segmentation', is_official_segmentor, convert_segmentor,
-    'official mmseg 0.x segmentor (backbone. + decode_head.): UperNet '
-    '(UPerHead + FCNHead) and Mask2Former, converted for mmseg 1.x '
-    'EncoderDecoder'), replace=True)

@@ -14,6 +14,7 @@ Both give every parameter a layer id and the learning rate
 the stem, of the last norms and of the head, and in which parameters skip
 weight decay and get ``offset_lr_scale``.
 """
+import logging
 import re
 from typing import List, Optional, Sequence
 
@@ -87,6 +88,15 @@ class InternImageLayerDecayOptimWrapperConstructor(
     index; reproduced as is. Detection-style names containing
     ``level_embeds`` (the official DINO) or ``level_embed`` (mmdet 3's
     DINO) also get id 0.
+
+    CB-InternImage (:class:`~internimage.cbnet.CBInternImage`): its
+    parameters (``backbone.cb_modules.{0,1}.*``, ``backbone.cb_linears.*``)
+    start with neither ``backbone.patch_embed`` nor ``backbone.levels``, so
+    in the 'detection' style they all get max_id and the full lr, exactly as
+    in the official ``CustomLayerDecayOptimizerConstructor``, with which the
+    official CB-DINO was fine-tuned (its config's 0.94 decay reaches only
+    ``level_embed``). This is kept, so that the official recipe trains as it
+    did; a warning says so when ``layer_decay_rate`` is not 1.
 
     No weight decay: 1-D parameters (norms, biases, layer scales ``gamma``)
     and names ending in ``.bias``; 'detection' also names containing
@@ -221,7 +231,25 @@ class InternImageLayerDecayOptimWrapperConstructor(
             groups[key]['params'].append(param)
             groups[key]['param_names'].append(name)
         params.extend(groups.values())
+        if style == 'detection' and rate != 1:
+            self._warn_undecayed_backbone(groups, max_id)
         print_log(
             f'{type(self).__name__}: {style} style, layer_decay_rate={rate}, '
             f'{len(groups)} parameter groups over layer ids 0..{max_id}',
             logger='current')
+
+    @staticmethod
+    def _warn_undecayed_backbone(groups: dict, max_id: int) -> None:
+        """Backbone parameters the decay does not reach (CB-InternImage's):
+        say so, since the config's decay rate does nothing for them."""
+        names = [name for (layer_id, _, _), group in groups.items()
+                 if layer_id == max_id for name in group['param_names']
+                 if name.startswith('backbone.')]
+        if names:
+            modules = sorted({'.'.join(n.split('.')[:2]) for n in names})
+            print_log(
+                f'layer-wise lr decay: {len(names)} backbone parameters '
+                f'({", ".join(modules)}) match no decayed layer '
+                '(backbone.patch_embed, backbone.levels.i) and get the full '
+                'lr, as in the official CustomLayerDecayOptimizerConstructor',
+                logger='current', level=logging.WARNING)

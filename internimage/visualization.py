@@ -20,6 +20,7 @@ the colour channels and averaged over images
 
 Used by ``tools/vis_sampling.py`` and ``tools/vis_erf.py``.
 """
+import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
@@ -33,6 +34,10 @@ from ops_dcnv3.modules import DCNv3
 from ops_dcnv3.reference import kernel_points, output_size
 from .backbone import InternImage
 from .cbnet import CBInternImage
+from .checkpoint import CheckpointError
+from .complexity import build_from_config, test_shape
+from .convert import load_model_weights
+from .runner import library_of
 
 # ------------------------------------------------------------ the backbone
 
@@ -492,3 +497,124 @@ def share_area(erf: torch.Tensor, share: float) -> Tuple[int, float]:
     pixels = min(pixels, values.numel())
     return pixels, float(values[pixels - 1])
 
+
+# ------------------------------ what tools/vis_sampling.py and vis_erf.py share
+def sample_image():
+    """Path of an image that ships with matplotlib (grace_hopper.jpg), the
+    default image of the tools."""
+    from matplotlib import cbook
+    return cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)
+
+
+def add_model_args(parser, out):
+    """Arguments vis_sampling.py and vis_erf.py share."""
+    from mmengine.config import DictAction
+    parser.add_argument('config', help='mmpretrain, mmdet or mmseg config')
+    parser.add_argument('checkpoint', nargs='?',
+                        help='checkpoint (path or URL); default: random '
+                        'initialisation')
+    parser.add_argument('--shape', type=int, nargs='+', metavar='N',
+                        help='H W (or one value: square) of the image the '
+                        "model sees; default: the config's test size")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the random initialisation (models '
+                        'without a checkpoint). Default: 0')
+    parser.add_argument('--out', default=out,
+                        help=f'the PNG to write. Default: {out}')
+
+
+def _drop_pretrained(cfg):
+    """Remove ``init_cfg=dict(type='Pretrained', ...)`` entries (they would
+    download weights) from a model config, recursively."""
+    if isinstance(cfg, dict):
+        init = cfg.get('init_cfg')
+        if isinstance(init, dict) and init.get('type') == 'Pretrained':
+            cfg['init_cfg'] = None
+        elif isinstance(init, list):
+            cfg['init_cfg'] = [c for c in init
+                               if c.get('type') != 'Pretrained'] or None
+        for value in cfg.values():
+            _drop_pretrained(value)
+    elif isinstance(cfg, list):
+        for value in cfg:
+            _drop_pretrained(value)
+
+
+def load_model(cfg, checkpoint=None, source='config',
+               needs_internimage=False, seed=0):
+    """Build ``cfg.model`` on the CPU in eval mode: with ``checkpoint``
+    loaded strictly (:func:`internimage.convert.load_model_weights`), else randomly initialised
+    as the config says (``Pretrained`` entries left out) from ``seed``.
+    Raises FileNotFoundError / CheckpointError / ValueError naming the
+    problem (with ``needs_internimage``, also for a model without an
+    InternImage backbone, before the checkpoint is read)."""
+    library_of(cfg)
+    if checkpoint is not None and '://' not in checkpoint and \
+            not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
+    if checkpoint is None:
+        _drop_pretrained(cfg.model)
+    torch.manual_seed(seed)
+    model = build_from_config(cfg, device='cpu')
+    if needs_internimage:
+        try:
+            find_internimage(model)
+        except ValueError as e:
+            raise ValueError(f'{source}: {e}') from e
+    if checkpoint is None:
+        # init_weights logs every parameter's initialisation at INFO.
+        from mmengine.logging import MMLogger
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel('WARNING')
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+    else:
+        try:
+            load_model_weights(model, checkpoint)
+        except RuntimeError as e:  # load_state_dict's key mismatch
+            raise CheckpointError(
+                f'{checkpoint} does not fit the model of {source}: '
+                f'{str(e)[:800]}') from e
+    return model.eval()
+
+
+def read_config(path, cfg_options=None):
+    """The config file ``path`` with ``cfg_options`` merged;
+    FileNotFoundError naming a missing file."""
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def image_shape(cfg, shape):
+    """(H, W) from --shape, else the config's test size."""
+    if shape:
+        if len(shape) not in (1, 2):
+            raise ValueError('--shape takes H or H W')
+        return shape[0], shape[-1]
+    return test_shape(cfg)
+
+
+def save_figure(fig, out):
+    """Write ``fig`` to the PNG ``out`` with a 64-colour palette (a fifth
+    of the size, for pictures kept in the repository)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png', dpi=80)
+    plt.close(fig)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    with Image.open(buffer) as img:
+        img.convert('RGB').quantize(64).save(out, format='PNG',
+                                              optimize=True)

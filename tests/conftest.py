@@ -1,14 +1,12 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 import importlib.util
 import os
-import sys
 
 import pytest
 
-# Tests import the project's packages from this checkout.
+# The project's packages are imported from this checkout: setup.cfg's
+# pytest ``pythonpath``.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 
 def pytest_configure(config):
@@ -17,7 +15,7 @@ def pytest_configure(config):
         'run unmarked')
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def tool():
     """``tool('get_flops')`` imports tools/get_flops.py, so that a test runs
     its ``main(argv)`` in-process (a subprocess costs seconds of imports)."""

@@ -87,3 +87,34 @@ def build(cfg, device='cpu'):
     from internimage.complexity import build_from_config
     torch.manual_seed(0)
     return build_from_config(cfg, device)
+
+
+def small_pipeline(pipeline, crop=(64, 64)):
+    """The config's training pipeline at the tiny images' scale."""
+    pipeline = copy.deepcopy(pipeline)
+    for step in pipeline:
+        if step['type'] == 'RandomResize':
+            step['scale'] = (128, 96)
+        elif step['type'] == 'RandomCrop':
+            step['crop_size'] = crop
+    return pipeline
+
+
+def tiny_cfg(tiny_data, work_dir, iters=30):
+    """The tiny config with a small backbone (:data:`SMALL_ARCH`), the data
+    in ``tiny_data``, ``iters`` iterations."""
+    cfg = shrink(load(TINY_CONFIG.split('/')[-1]), crop=(64, 64))
+    cfg.work_dir = str(work_dir)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = tiny_data
+    cfg.train_dataloader.dataset.pipeline = small_pipeline(
+        cfg.train_pipeline)
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
+    cfg.optim_wrapper.optimizer.lr = 1e-3
+    cfg.param_scheduler[-1].end = iters
+    for scheduler in cfg.param_scheduler:  # short runs: within the length
+        scheduler.end = min(scheduler.end, iters)
+        scheduler.begin = min(scheduler.begin, iters - 1)
+    cfg.default_hooks.checkpoint.interval = iters
+    cfg.default_hooks.logger.interval = 5
+    return cfg

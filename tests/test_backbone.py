@@ -252,6 +252,6 @@ def test_pretrained_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_backbone_weights(tiny('t'), str(tmp_path / 'absent.pth'))
     bad = tiny('t', init_cfg=dict(type='Pretrained', checkpoint=path,
-                                  strict=True))
+                                  revise_keys=[]))  # mmengine's, not ours
     with pytest.raises(ValueError, match='init_cfg Pretrained takes'):
         bad.init_weights()

@@ -12,7 +12,7 @@ from official_format import OFFICIAL, official_shapes, official_state_dict
 
 import mmcls_plugin  # noqa: F401
 from internimage import CheckpointError, convert_checkpoint
-from internimage.checkpoint import convert_classifier, read_class_map
+from internimage.convert import convert_classifier, read_class_map
 from mmpretrain.registry import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -186,3 +186,41 @@ def test_defaults_and_frozen_parameters():
 def test_bad_paramwise_cfg(paramwise_cfg, match):
     with pytest.raises(ValueError, match=match):
         built(classifier('t'), **paramwise_cfg)
+
+
+def test_cb_internimage_parameters_get_the_full_lr_as_official():
+    """CB-InternImage's parameters (backbone.cb_modules.*,
+    backbone.cb_linears.*) match neither backbone.patch_embed nor
+    backbone.levels: the official constructor gives them the top layer id
+    (lr scale 1), and so does ours, with a warning."""
+    import logging
+
+    from internimage.cbnet import CBInternImage
+    arch = dict(TINY['h'])
+    depths = arch['depths']
+    model = torch.nn.Module()
+    model.backbone = CBInternImage(arch=arch)
+    model.head = torch.nn.Linear(8, 2)
+    from mmengine.logging import MMLogger
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        found = built(model, 'mmdet', num_layers=sum(depths),
+                      layer_decay_rate=0.9, depths=depths)
+    finally:
+        logger.removeHandler(handler)
+    max_id = sum(depths) + 1
+    names = {n for n, _ in model.named_parameters()}
+    assert found.keys() == names
+    for name, param in model.named_parameters():
+        scale, wd = official_detection(name, param, 0.9, sum(depths), depths,
+                                       1.0)
+        assert found[name][:2] == (pytest.approx(scale), wd), name
+        if name.startswith('backbone.'):
+            assert found[name][2] == max_id and found[name][0] == 1.0, name
+    assert any('backbone.cb_linears, backbone.cb_modules' in r.getMessage()
+               and 'get the full lr' in r.getMessage()
+               for r in records)

@@ -12,50 +12,18 @@ import textwrap
 
 import pytest
 import torch
+from mmdet_helpers import SMALL, TINY_CONFIG, data_options, small_config
 
 import mmdet_plugin  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(ROOT, 'configs', 'mmdet',
-                           'mask-rcnn_internimage-t_fpn_tiny-coco.py')
-#: A tiny InternImage (T flavour) so that the tests take seconds; the demo
-#: trains the real T.
-SMALL = [
-    'model.backbone.channels=16', 'model.backbone.depths=[1,1,2,1]',
-    'model.backbone.groups=[1,2,4,8]',
-    'model.neck.in_channels=[16,32,64,128]',
-    'optim_wrapper.paramwise_cfg.depths=[1,1,2,1]',
-    'optim_wrapper.paramwise_cfg.num_layers=5',
-    'optim_wrapper.optimizer.lr=0.001', 'default_hooks.logger.interval=1',
-    'model.train_cfg.rcnn.sampler.num=16', 'train_dataloader.batch_size=4',
-    # an untrained model scores low: keep every box so that CocoMetric has
-    # something to evaluate
-    'model.test_cfg.rcnn.score_thr=0.0', 'model.test_cfg.rcnn.max_per_img=10',
-    'model.train_cfg.rpn_proposal.max_per_img=50',
-    'model.test_cfg.rpn.max_per_img=50',
-    'train_dataloader.dataset.pipeline.2.scale=(64,64)',
-    'test_dataloader.dataset.pipeline.1.scale=(64,64)',
-    'val_dataloader.dataset.pipeline.1.scale=(64,64)', 'randomness.seed=0'
-]
-
-
-def data_options(root):
-    root = str(root) + '/'
-    return [
-        f'train_dataloader.dataset.data_root={root}',
-        f'val_dataloader.dataset.data_root={root}',
-        f'test_dataloader.dataset.data_root={root}',
-        f'val_evaluator.ann_file={root}annotations/instances_val.json',
-        f'test_evaluator.ann_file={root}annotations/instances_val.json',
-    ]
 
 
 @pytest.fixture(scope='module')
-def tiny_coco(tmp_path_factory):
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    from make_tiny_coco import make_tiny_coco
+def tiny_coco(tmp_path_factory, tool):
     root = tmp_path_factory.mktemp('tiny_coco')
-    make_tiny_coco(str(root), num_train=12, num_val=4, size=64, seed=0)
+    tool('make_tiny_coco').make_tiny_coco(str(root), num_train=12, num_val=4,
+                                          size=64, seed=0)
     return root
 
 
@@ -71,10 +39,9 @@ def scalars(work_dir):
 
 def test_make_tiny_coco_is_deterministic_and_mmdet_reads_it(tmp_path, tool):
     make = tool('make_tiny_coco')
-    make.main([str(tmp_path / 'a'), '--train', '3', '--val', '2', '--size',
-               '64'])
-    make.main([str(tmp_path / 'b'), '--train', '3', '--val', '2', '--size',
-               '64'])
+    for out in ('a', 'b'):
+        make.main(['--out', str(tmp_path / out), '--train', '3', '--val', '2',
+                   '--size', '64'])
     for rel in ('annotations/instances_train.json', 'train/00002.png',
                 'val/00001.png'):
         assert filecmp.cmp(tmp_path / 'a' / rel, tmp_path / 'b' / rel,
@@ -93,14 +60,9 @@ def test_make_tiny_coco_is_deterministic_and_mmdet_reads_it(tmp_path, tool):
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_coco, tmp_path_factory):
+def trained(tiny_coco, tmp_path_factory, tool):
     """tools/train.py for 2 epochs (6 iterations) on the tiny set."""
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'tools_train', os.path.join(ROOT, 'tools', 'train.py'))
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = tool('train')
     work = tmp_path_factory.mktemp('work')
     train.main([
         TINY_CONFIG, '--work-dir', str(work), '--cfg-options', *SMALL,
@@ -125,12 +87,11 @@ def test_training_reduces_the_loss_and_validates(trained):
 
 def test_checkpoints_load_with_torch_defaults(trained):
     """Runner checkpoints (message hub, numpy objects) load with torch's
-    weights_only=True once the few classes are allow-listed."""
+    weights_only=True: importing mmdet_plugin allow-listed the few
+    classes."""
     import pickle
     _, work = trained
     path = str(work / 'epoch_2.pth')
-    from mm_common import allow_mmengine_checkpoints
-    allow_mmengine_checkpoints()
     ckpt = torch.load(path, map_location='cpu')
     assert ckpt['meta']['iter'] == 6 and 'message_hub' in ckpt
     # Anything else is still refused, getattr on other objects included.
@@ -154,8 +115,6 @@ def test_resume_continues_the_same_run(trained, tiny_coco):
         'param_scheduler.1.end=3'
     ])
     assert runner.iter == 9 and runner.epoch == 3
-    from mm_common import allow_mmengine_checkpoints
-    allow_mmengine_checkpoints()
     before = torch.load(work / 'epoch_2.pth', map_location='cpu')
     after = torch.load(work / 'epoch_3.pth', map_location='cpu')
     # Adam's step counts continue from the checkpoint: 6 + 3.
@@ -189,13 +148,9 @@ def test_image_demo_draws_detections(trained, tiny_coco, tool, tmp_path,
     """image_demo.py on a detection config: DetInferencer draws boxes and
     masks (the config given with the model's size on the command line is
     not possible, so a config file is written)."""
-    from mmengine.config import Config, DictAction  # noqa: F401
     _, work = trained
-    cfg = Config.fromfile(TINY_CONFIG)
-    cfg.merge_from_dict({k.split('=')[0]: eval(k.split('=')[1])
-                         for k in SMALL if not k.startswith('randomness')})
     config = tmp_path / 'small.py'
-    cfg.dump(str(config))
+    small_config().dump(str(config))
     tool('image_demo').main([
         str(config), str(work / 'epoch_2.pth'), '--img',
         str(tiny_coco / 'val' / '00000.png'), '--out-dir',

@@ -10,7 +10,7 @@ from mmengine.dataset import pseudo_collate
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
-from mmseg_helpers import TINY_CONFIG, build, load, shrink
+from mmseg_helpers import build, load, shrink, small_pipeline, tiny_cfg
 from official_format import TINY
 
 import mmseg_plugin  # noqa: F401
@@ -18,27 +18,9 @@ from mmseg.registry import DATASETS
 
 
 @pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    import importlib.util
-    import os.path as osp
-    from mmseg_helpers import ROOT
-    spec = importlib.util.spec_from_file_location(
-        'make_tiny_ade20k', osp.join(ROOT, 'tools', 'make_tiny_ade20k.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_tiny_ade20k(
+def tiny_data(tmp_path_factory, tool):
+    return tool('make_tiny_ade20k').make_tiny_ade20k(
         str(tmp_path_factory.mktemp('tiny_ade20k')), num_train=8, num_val=2)
-
-
-def small_pipeline(pipeline, crop=(64, 64)):
-    """The config's training pipeline at the tiny images' scale."""
-    pipeline = copy.deepcopy(pipeline)
-    for step in pipeline:
-        if step['type'] == 'RandomResize':
-            step['scale'] = (128, 96)
-        elif step['type'] == 'RandomCrop':
-            step['crop_size'] = crop
-    return pipeline
 
 
 @pytest.mark.parametrize('name, arch', [
@@ -75,22 +57,6 @@ def test_one_training_iteration(name, arch, tiny_data):
                if v.is_floating_point() and not torch.equal(v, before[k])]
     assert any(k.startswith('backbone.') for k in changed)
     assert any(k.startswith('decode_head.') for k in changed)
-
-
-def tiny_cfg(tiny_data, work_dir, iters=30):
-    """The tiny config with a small backbone, ``iters`` iterations."""
-    cfg = shrink(load(TINY_CONFIG.split('/')[-1]), crop=(64, 64))
-    cfg.work_dir = str(work_dir)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = tiny_data
-    cfg.train_dataloader.dataset.pipeline = small_pipeline(
-        cfg.train_pipeline)
-    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
-    cfg.optim_wrapper.optimizer.lr = 1e-3
-    cfg.param_scheduler[-1].end = iters
-    cfg.default_hooks.checkpoint.interval = iters
-    cfg.default_hooks.logger.interval = 5
-    return cfg
 
 
 def test_short_run_learns_and_reports_miou(tiny_data, tmp_path, capsys):
@@ -137,16 +103,3 @@ def test_train_py_and_test_py_tta_on_a_segmentation_config(
     assert seen and all(n == 6 for n in seen)  # 3 scales x 2 flips
     assert len(list((tmp_path / 'preds').glob('*.png'))) == 2
 
-
-@pytest.mark.slow
-def test_demo_seg(tmp_path, tool, capsys):
-    """tools/demo_seg.py as `make demo` runs it: real InternImage-T UperNet,
-    data written, trained, evaluated, prediction saved (~2 min)."""
-    metrics = tool('demo_seg').main([
-        '--work-dir', str(tmp_path / 'work'), '--data',
-        str(tmp_path / 'data')])
-    out = capsys.readouterr().out
-    assert metrics['mIoU'] > 30, out
-    assert 'per class results' in out
-    line = [x for x in out.splitlines() if 'prediction:' in x][0]
-    assert (tmp_path / 'work').exists() and '.png' in line

@@ -15,17 +15,15 @@ import argparse
 import json
 import os.path as osp
 import statistics
-import sys
 import tempfile
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark_dcnv3 import SHAPES, describe_machine, time_once  # noqa: E402
-from export_onnx import export, exportable, load_model  # noqa: E402
+# Sibling tools: found when this runs as a script (its folder is on the path).
+from benchmark_dcnv3 import SHAPES, describe_machine, time_once
+from export_onnx import export, exportable, load_model
 
-from ops_dcnv3 import dcnv3  # noqa: E402
+from ops_dcnv3 import dcnv3
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 T_CONFIG = osp.join(ROOT, 'configs', 'mmpretrain',

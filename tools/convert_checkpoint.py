@@ -1,14 +1,17 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 """Convert an official InternImage checkpoint for this project's models.
 
-    python tools/convert_checkpoint.py OFFICIAL.pth OUT.pth
+    python tools/convert_checkpoint.py OFFICIAL OUT.pth
 
-detects the checkpoint's kind (see ``internimage.checkpoint.CHECKPOINT_KINDS``)
-and writes ``{'state_dict': ..., 'meta': ...}`` that
-``mmengine.runner.load_checkpoint(model, 'OUT.pth', strict=True)`` loads into
-the model of the matching config (classification: the configs in
-``configs/mmpretrain/``). Backbone-only checkpoints need no conversion: use
-them with ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+OFFICIAL is an official checkpoint (``.pth``), or an official classifier in
+the HuggingFace layout: its ``model.safetensors`` / ``pytorch_model.bin``, or
+the folder holding it. The tool detects the checkpoint's kind (see
+``internimage.convert.CHECKPOINT_KINDS``) and writes ``{'state_dict': ...,
+'meta': ...}`` that ``mmengine.runner.load_checkpoint(model, 'OUT.pth',
+strict=True)`` loads into the model of the matching config (classification:
+the configs in ``configs/mmpretrain/``). Backbone-only checkpoints need no
+conversion: use them with ``init_cfg=dict(type='Pretrained',
+checkpoint=...)``.
 """
 import argparse
 import os
@@ -17,15 +20,15 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from internimage.checkpoint import (CHECKPOINT_KINDS,  # noqa: E402
-                                    CheckpointError, convert_checkpoint,
-                                    read_checkpoint, read_class_map)
+from internimage.checkpoint import CheckpointError, read_checkpoint
+from internimage.convert import (CHECKPOINT_KINDS, convert_checkpoint,
+                                 read_class_map)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('src', help='official checkpoint (path or URL)')
+    parser.add_argument('src', help='official checkpoint (path or URL), '
+                        '.safetensors file or HuggingFace model folder')
     parser.add_argument('dst', help='output path')
     parser.add_argument(
         '--key', help="entry holding the weights, e.g. 'model_ema' "

@@ -13,7 +13,6 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 DIR="$(cd "$(dirname "$0")" && pwd)"
 
-PYTHONPATH="$DIR/..":$PYTHONPATH \
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \

@@ -44,12 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from internimage.checkpoint import CheckpointError  # noqa: E402
-from internimage.complexity import build_from_config  # noqa: E402
-from internimage.complexity import test_shape as config_test_shape  # noqa: E402
-from mm_common import allow_mmengine_checkpoints, library_of  # noqa: E402
+from internimage.checkpoint import CheckpointError
+from internimage.complexity import build_from_config
+from internimage.complexity import test_shape as config_test_shape
+from internimage.runner import allow_mmengine_checkpoints, library_of
 
 #: What each library's models export as.
 KINDS = {

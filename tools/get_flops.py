@@ -10,13 +10,11 @@ that even InternImage-G needs little memory. The input is one image of the
 config's test size (its CenterCrop) unless --shape is given.
 """
 import argparse
-import os.path as osp
 import sys
 
 from mmengine.config import Config, DictAction
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from internimage.complexity import model_complexity  # noqa: E402
+from internimage.complexity import model_complexity
 
 
 def parse_args(argv=None):

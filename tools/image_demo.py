@@ -28,19 +28,11 @@ from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import DefaultScope
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from internimage.checkpoint import (CheckpointError,  # noqa: E402
-                                    convert_checkpoint, detect_kind,
-                                    extract_state_dict, read_checkpoint)
-from internimage.complexity import build_from_config  # noqa: E402
-from mm_common import allow_mmengine_checkpoints, library_of  # noqa: E402
-
-
-def sample_image():
-    """Path of an image that ships with matplotlib."""
-    from matplotlib import cbook
-    return cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)
+from internimage.checkpoint import CheckpointError, read_checkpoint
+from internimage.complexity import build_from_config
+from internimage.convert import load_model_weights
+from internimage.runner import library_of
+from internimage.visualization import sample_image
 
 
 def parse_args(argv=None):
@@ -60,24 +52,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_weights(model, checkpoint):
-    """Load an official or converted classifier strictly."""
-    state_dict = extract_state_dict(read_checkpoint(checkpoint),
-                                    source=checkpoint)
-    if not any(k.startswith('backbone.') for k in state_dict):
-        if detect_kind(state_dict, checkpoint) != 'classification':
-            raise CheckpointError(f'{checkpoint}: not a classifier')
-        state_dict = convert_checkpoint({'model': state_dict},
-                                        source=checkpoint)['state_dict']
-    model.load_state_dict(state_dict, strict=True)
-
-
 def classify(config, checkpoint, img, topk=5, device='cpu'):
     """[(class index, class name, score)] of the ``topk`` best classes."""
     cfg = Config.fromfile(config)
     cfg.model.pop('init_cfg', None)
     model = build_from_config(cfg, device='cpu')
-    load_weights(model, checkpoint)
+    load_model_weights(model, checkpoint)
     model = model.to(device).eval()
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         pipeline = Compose(cfg.test_dataloader.dataset.pipeline)
@@ -114,7 +94,6 @@ def detect(config, checkpoint, img, out_dir='outputs', score_thr=0.3,
     """Detect with mmdet's DetInferencer; returns (path of the visualised
     image, [(class name, score, [x1, y1, x2, y2])] above ``score_thr``)."""
     from mmdet.apis import DetInferencer
-    allow_mmengine_checkpoints()
     inferencer = DetInferencer(model=config, weights=checkpoint,
                                device=device, scope='mmdet',
                                show_progress=False)
@@ -135,7 +114,6 @@ def segment(config, checkpoint, img, out_dir='outputs', device='cpu'):
     """Segment with mmseg's MMSegInferencer; returns the path of the
     coloured prediction."""
     from mmseg.apis import MMSegInferencer
-    allow_mmengine_checkpoints()
     meta = _checkpoint_meta(checkpoint)
     inferencer = MMSegInferencer(model=config, weights=checkpoint,
                                  classes=meta.get('classes'),

@@ -1,10 +1,10 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 """Write a tiny COCO-format instance-segmentation set, deterministically.
 
-    python tools/make_tiny_coco.py [OUT_DIR] [--train 32] [--val 8]
-        [--size 128] [--seed 0]
+    python tools/make_tiny_coco.py [--out data/tiny_coco] [--train 32]
+                                   [--val 8] [--size 128] [--seed 0]
 
-OUT_DIR (default data/tiny_coco) gets ``train/``, ``val/`` (PNG images) and
+OUT gets ``train/``, ``val/`` (PNG images) and
 ``annotations/instances_{train,val}.json``: 1 to 4 filled shapes (square,
 circle, triangle, star: the categories) per image, each in its class's hue on
 a textured background (a colour gradient with noise and stripes), with its
@@ -117,19 +117,23 @@ def make_split(out_dir, split, num_images, size, rng, max_objects=4):
     return path
 
 
-def make_tiny_coco(out_dir='data/tiny_coco', num_train=32, num_val=8,
-                   size=128, seed=0):
-    """Write the set; returns the two annotation files."""
+def make_tiny_coco(out: str, num_train: int = 32, num_val: int = 8,
+                   size: int = 128, seed: int = 0) -> str:
+    """Write the set under ``out`` (see the module doc); returns ``out``."""
     if size < 64:
-        raise ValueError(f'size must be >= 64, got {size}')
+        raise ValueError(f'make_tiny_coco: size must be >= 64, got {size}')
+    if num_train < 1 or num_val < 1:
+        raise ValueError('make_tiny_coco: need at least one training and '
+                         f'one validation image, got {num_train}, {num_val}')
     rng = np.random.default_rng(seed)
-    return [make_split(out_dir, 'train', num_train, size, rng),
-            make_split(out_dir, 'val', num_val, size, rng)]
+    make_split(out, 'train', num_train, size, rng)
+    make_split(out, 'val', num_val, size, rng)
+    return out
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('out_dir', nargs='?', default='data/tiny_coco')
+    parser.add_argument('--out', default='data/tiny_coco')
     parser.add_argument('--train', type=int, default=32,
                         help='training images')
     parser.add_argument('--val', type=int, default=8,
@@ -142,10 +146,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    paths = make_tiny_coco(args.out_dir, args.train, args.val, args.size,
-                           args.seed)
-    for path in paths:
-        print(f'wrote {path}')
+    out = make_tiny_coco(args.out, args.train, args.val, args.size,
+                         args.seed)
+    print(f'wrote {args.train} training and {args.val} validation images '
+          f'with annotations to {out} (classes: {", ".join(CLASSES)})')
 
 
 if __name__ == '__main__':

@@ -21,11 +21,11 @@ import torch
 import yaml
 from mmengine.config import Config, DictAction
 
+from internimage.checkpoint import read_checkpoint
+from internimage.complexity import model_complexity
+from internimage.convert import convert_checkpoint
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from internimage.checkpoint import (convert_checkpoint,  # noqa: E402
-                                    read_checkpoint)
-from internimage.complexity import model_complexity  # noqa: E402
 
 
 def parse_args(argv=None):

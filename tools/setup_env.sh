@@ -20,9 +20,14 @@ WHEEL_CACHE=${INTERNIMAGE_WHEEL_CACHE:-$HOME/.cache/internimage-mm/wheels}
 MMCV_VERSION=2.1.0
 # Python packages of the stack beyond the OpenMMLab ones (which are installed
 # with --no-deps, as their own requirement pins conflict with each other).
+# safetensors: the HuggingFace-layout checkpoints; colorama, pandas, requests
+# and tabulate: openmim's requirements (`mim search`), less opendatalab, whose
+# openxlab would downgrade setuptools, tqdm, rich and packaging (it only
+# serves `mim download --dataset`).
 STACK_DEPS=(addict yapf opencv-python termcolor rich matplotlib numpy
   pycocotools scipy shapely six terminaltables tqdm packaging prettytable
-  einops importlib-metadata mat4py modelindex ftfy regex pytest
+  einops importlib-metadata mat4py modelindex ftfy regex pytest safetensors
+  colorama pandas requests tabulate
   onnx onnxruntime onnxscript)  # the last three: setup.py's `deploy` extra
 
 say() { printf '[setup] %s\n' "$*"; }
@@ -66,8 +71,8 @@ if [ "$(cat "$STACK_STAMP" 2>/dev/null)" != "$(stack_hash)" ]; then
     "${PIP[@]}" install -q --no-deps "$wheel"
   fi
 
-  say "installing mmengine, mmdet, mmsegmentation, mmpretrain and their requirements"
-  "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps mmengine mmdet mmsegmentation mmpretrain
+  say "installing mmengine, mmdet, mmsegmentation, mmpretrain, openmim and their requirements"
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps mmengine mmdet mmsegmentation mmpretrain openmim
   "${PIP[@]}" install -q -c "$CONSTRAINTS" "${STACK_DEPS[@]}"
   # mmdeploy (tools/export_onnx.py --whole) pins protobuf<=3.20.2, which onnx
   # cannot use: installed without its requirements, with the three it needs.

@@ -17,9 +17,8 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from mm_common import (add_runner_args, apply_tta,  # noqa: E402
-                       build_runner, load_config, set_local_rank_env)
+from internimage.runner import (add_runner_args, apply_tta, build_runner,
+                                load_config, set_local_rank_env)
 
 
 def parse_args(argv=None):

@@ -9,16 +9,15 @@ The same command line as mmdet's, mmseg's and mmpretrain's tools/train.py;
 the library is the config's ``default_scope``. ``--resume`` without a path
 resumes from the work dir's latest checkpoint. Checkpoints written by the
 Runner load with torch's default ``weights_only=True``: the few mmengine and
-numpy classes they hold are allow-listed (tools/mm_common.py). Without a GPU,
+numpy classes they hold are allow-listed (internimage.runner). Without a GPU,
 ``--launcher pytorch`` runs on the gloo backend.
 """
 import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from mm_common import (add_runner_args, build_runner,  # noqa: E402
-                       load_config, set_local_rank_env)
+from internimage.runner import (add_runner_args, build_runner, load_config,
+                                set_local_rank_env)
 
 
 def parse_args(argv=None):

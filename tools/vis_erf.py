@@ -29,14 +29,13 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from internimage.checkpoint import CheckpointError  # noqa: E402
-from internimage.visualization import (effective_receptive_field,  # noqa
-                                       find_internimage, level_outputs,
-                                       load_image, share_area, to_inputs)
-from vis_sampling import (add_model_args, image_shape, load_model,  # noqa
-                          read_config, sample_image, save_figure)
+from internimage.checkpoint import CheckpointError
+from internimage.visualization import (add_model_args,
+                                       effective_receptive_field,
+                                       find_internimage, image_shape,
+                                       level_outputs, load_image, load_model,
+                                       read_config, sample_image, save_figure,
+                                       share_area, to_inputs)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])

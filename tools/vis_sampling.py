@@ -20,22 +20,16 @@ model is randomly initialised as its config says, so that its offsets and
 masks are zero: each group samples the plain 3x3 grid with equal weights.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 import numpy as np
-import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from internimage.checkpoint import CheckpointError  # noqa: E402
-from internimage.complexity import build_from_config, test_shape  # noqa: E402
-from internimage.visualization import (default_points,  # noqa: E402
-                                       find_internimage, load_image,
-                                       sample_points, to_inputs)
-from image_demo import load_weights, sample_image  # noqa: E402
-from mm_common import allow_mmengine_checkpoints, library_of  # noqa: E402
+from internimage.checkpoint import CheckpointError
+from internimage.visualization import (add_model_args, default_points,
+                                       image_shape, load_image, load_model,
+                                       read_config, sample_image,
+                                       sample_points, save_figure, to_inputs)
 
 
 def parse_points(text):
@@ -45,25 +39,6 @@ def parse_points(text):
         raise argparse.ArgumentTypeError(
             f'a point is X,Y (image pixels), got {text!r}')
     return x, y
-
-
-def add_model_args(parser, out):
-    """Arguments vis_sampling.py and vis_erf.py share."""
-    from mmengine.config import DictAction
-    parser.add_argument('config', help='mmpretrain, mmdet or mmseg config')
-    parser.add_argument('checkpoint', nargs='?',
-                        help='checkpoint (path or URL); default: random '
-                        'initialisation')
-    parser.add_argument('--shape', type=int, nargs='+', metavar='N',
-                        help='H W (or one value: square) of the image the '
-                        "model sees; default: the config's test size")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the random initialisation (models '
-                        'without a checkpoint). Default: 0')
-    parser.add_argument('--out', default=out,
-                        help=f'the PNG to write. Default: {out}')
 
 
 def parse_args(argv=None):
@@ -81,84 +56,6 @@ def parse_args(argv=None):
                         help='which block of each stage, from 0 (negative: '
                         'from the end). Default: -1, the last')
     return parser.parse_args(argv)
-
-
-def _drop_pretrained(cfg):
-    """Remove ``init_cfg=dict(type='Pretrained', ...)`` entries (they would
-    download weights) from a model config, recursively."""
-    if isinstance(cfg, dict):
-        init = cfg.get('init_cfg')
-        if isinstance(init, dict) and init.get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        elif isinstance(init, list):
-            cfg['init_cfg'] = [c for c in init
-                               if c.get('type') != 'Pretrained'] or None
-        for value in cfg.values():
-            _drop_pretrained(value)
-    elif isinstance(cfg, list):
-        for value in cfg:
-            _drop_pretrained(value)
-
-
-def load_model(cfg, checkpoint=None, source='config',
-               needs_internimage=False, seed=0):
-    """Build ``cfg.model`` on the CPU in eval mode: with ``checkpoint``
-    loaded strictly as tools/image_demo.py does, else randomly initialised
-    as the config says (``Pretrained`` entries left out) from ``seed``.
-    Raises FileNotFoundError / CheckpointError / ValueError naming the
-    problem (with ``needs_internimage``, also for a model without an
-    InternImage backbone, before the checkpoint is read)."""
-    library_of(cfg)
-    if checkpoint is not None and '://' not in checkpoint and \
-            not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-    if checkpoint is None:
-        _drop_pretrained(cfg.model)
-    torch.manual_seed(seed)
-    model = build_from_config(cfg, device='cpu')
-    if needs_internimage:
-        try:
-            find_internimage(model)
-        except ValueError as e:
-            raise ValueError(f'{source}: {e}') from e
-    if checkpoint is None:
-        # init_weights logs every parameter's initialisation at INFO.
-        from mmengine.logging import MMLogger
-        logger = MMLogger.get_current_instance()
-        level = logger.level
-        logger.setLevel('WARNING')
-        try:
-            model.init_weights()
-        finally:
-            logger.setLevel(level)
-    else:
-        allow_mmengine_checkpoints()
-        try:
-            load_weights(model, checkpoint)
-        except RuntimeError as e:  # load_state_dict's key mismatch
-            raise CheckpointError(
-                f'{checkpoint} does not fit the model of {source}: '
-                f'{str(e)[:800]}') from e
-    return model.eval()
-
-
-def read_config(path, cfg_options=None):
-    from mmengine.config import Config
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
-
-
-def image_shape(cfg, shape):
-    """(H, W) from --shape, else the config's test size."""
-    if shape:
-        if len(shape) not in (1, 2):
-            raise ValueError('--shape takes H or H W')
-        return shape[0], shape[-1]
-    return test_shape(cfg)
 
 
 def draw(samplings, image_rgb, out, title=None):
@@ -195,22 +92,6 @@ def draw(samplings, image_rgb, out, title=None):
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, out)
-
-
-def save_figure(fig, out):
-    """Write ``fig`` to the PNG ``out`` with a 64-colour palette (a fifth
-    of the size, for pictures kept in the repository)."""
-    import io
-
-    import matplotlib.pyplot as plt
-    from PIL import Image
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png', dpi=80)
-    plt.close(fig)
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with Image.open(buffer) as img:
-        img.convert('RGB').quantize(64).save(out, format='PNG',
-                                              optimize=True)
 
 
 def main(argv=None):

@@ -2,7 +2,9 @@
 # InternImage-H (CBNet), fine-tuned on COCO from the official Objects365
 # detector (dino_4scale_cbinternimage_h_objects365_coco_ss.py). The assisting
 # backbone gives levels 0-3 to the lead one, which has no stem of its own;
-# the lead backbone's levels 1-3 go to the neck.
+# the lead backbone's levels 1-3 go to the neck. The layer-wise lr decay
+# (0.94, inherited) does not reach CB-InternImage's parameters (cb_modules.*,
+# cb_linears.*): they train at the full lr, as in the official fine-tuning.
 _base_ = './dino-4scale_internimage-h_o365-pre_coco.py'
 # Start from the official Objects365 detector (80-class head), converted:
 #   python tools/convert_checkpoint.py \
