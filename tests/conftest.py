@@ -30,12 +30,24 @@ def tool():
 
 @pytest.fixture(autouse=True)
 def isolated_default_scope():
-    """Each test starts and ends with no mmengine default scope. A Runner
-    (or ``init_default_scope``) leaves its library's scope current, also
-    from a module-scoped fixture, which would send another library's
-    ``MODELS.build`` to the wrong registry later in the session."""
+    """Each test starts and ends with no mmengine default scope and no
+    visualizer. A Runner (or ``init_default_scope``) leaves its library's
+    scope current, also from a module-scoped fixture, which would send
+    another library's ``MODELS.build`` to the wrong registry later in the
+    session. Visualizers are global instances by name: the configs name
+    theirs 'visualizer', so a later Runner would get an earlier test's
+    (another library's class, writing its logs into the earlier work dir)."""
     from mmengine.registry import DefaultScope
-    instances = DefaultScope._instance_dict
-    instances.clear()
+    from mmengine.visualization import Visualizer
+
+    def clear():
+        DefaultScope._instance_dict.clear()
+        classes = [Visualizer]
+        while classes:
+            cls = classes.pop()
+            cls._instance_dict.clear()
+            classes.extend(cls.__subclasses__())
+
+    clear()
     yield
-    instances.clear()
+    clear()
