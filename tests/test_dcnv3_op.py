@@ -505,3 +505,28 @@ def test_non_finite_input_gives_the_reference_answer():
     finite = ref.isfinite()
     assert finite.any() and (~finite).any()
     torch.testing.assert_close(out[finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('mask_softmax', [False, True])
+def test_second_order_gradients_raise_instead_of_returning_zeros(mask_softmax):
+    """create_graph=True gives the right first-order gradients; a backward
+    through them (double backward) raises NotImplementedError naming the
+    limitation, where autograd used to treat the op as constant (zeros)."""
+    case = CASES['k3_g1_c4']
+    x, off, mask = case.tensors()
+    leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+    out = dcnv3(*leaves, *case.params(), 64, False, mask_softmax=mask_softmax)
+    grads = torch.autograd.grad(out.square().sum(), leaves, create_graph=True)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+    ref = dcnv3_core_pytorch(*ref_leaves, *case.params(), False,
+                             mask_softmax=mask_softmax)
+    ref_grads = torch.autograd.grad(ref.square().sum(), ref_leaves, create_graph=True)
+    for g, r in zip(grads, ref_grads):
+        assert g.requires_grad
+        assert_close_scaled(g.detach(), r.detach(), 1e-10, 'first-order gradient')
+    # The reference has non-zero second-order gradients ...
+    second = torch.autograd.grad(ref_grads[0].square().sum(), ref_leaves[1])[0]
+    assert second.abs().max() > 1e-3
+    # ... which the kernel refuses to fake.
+    with pytest.raises(NotImplementedError, match='second-order gradients'):
+        torch.autograd.grad(grads[0].square().sum(), leaves[1])
