@@ -9,9 +9,10 @@
 //   1. mask_weights: the P mask weights (the softmax of the logits, or the
 //      mask as given);
 //   2. gather (or gather_avx2): the 4P bilinear taps of the P points;
-//   3. forward: the weighted sum of the taps inside the image; backward:
-//      point_backward (or point_backward_avx2), the scatter into grad_input
-//      and the dot products that give the offset and mask gradients.
+//   3. forward: weighted_sum (or weighted_sum_avx2) of the taps inside the
+//      image; backward: group_backward (or group_backward_avx2), the scatter
+//      into grad_input and the dot products that give the offset and mask
+//      gradients.
 // The AVX2 versions (dcnv3_cpu_avx2.cpp) run for fp32 with group_channels
 // a multiple of 8 where the CPU has AVX2; OPS_DCNV3_CPU_ISA=baseline forces
 // the portable code, which gives the same bits.
@@ -62,6 +63,7 @@ struct Scratch {
   std::vector<index_t> index;                    // 4P, padded
   std::vector<opmath_t> weight, dx, dy;          // 4P, padded
   std::vector<opmath_t> mask;                    // P mask weights
+  std::vector<opmath_t> dots;                    // 4P: per tap, grad_out . neighbour
   std::vector<opmath_t> grad_mask;               // P: gradient of the mask weights
   Taps<opmath_t, index_t> taps;
 
@@ -69,14 +71,14 @@ struct Scratch {
       : grid_x(padded_points(g.points)), grid_y(padded_points(g.points)),
         index(4 * padded_points(g.points)),
         weight(4 * padded_points(g.points)), dx(4 * padded_points(g.points)),
-        dy(4 * padded_points(g.points)), mask(g.points), grad_mask(g.points) {
+        dy(4 * padded_points(g.points)), mask(g.points), dots(4 * g.points), grad_mask(g.points) {
     for (int p = 0; p < g.points; ++p) {
       int kx, ky;
       kernel_point(g, p, kx, ky);
       grid_x[p] = static_cast<opmath_t>(kx);
       grid_y[p] = static_cast<opmath_t>(ky);
     }
-    taps = {index.data(), weight.data(), dx.data(), dy.data()};
+    taps = {index.data(), weight.data(), dx.data(), dy.data(), padded_points(g.points)};
   }
 };
 
@@ -141,23 +143,18 @@ void gather(const Geometry& g, opmath_t cx, opmath_t cy,
     const bool vx0 = x0 >= 0, vx1 = x0 + 1 < g.width;
     const bool vy0 = inside && y0 >= 0, vy1 = inside && y0 + 1 < g.height;
     const int64_t base = y0 * row + x0 * C;
-    const int t = 4 * p;
     const bool ok[4] = {vy0 && vx0, vy0 && vx1, vy1 && vx0, vy1 && vx1};
     const int64_t at[4] = {base, base + C, base + row, base + row + C};
-    for (int k = 0; k < 4; ++k) taps.index[t + k] = static_cast<index_t>(ok[k] ? at[k] : -1);
-    taps.weight[t] = hy * hx;
-    taps.weight[t + 1] = hy * lx;
-    taps.weight[t + 2] = ly * hx;
-    taps.weight[t + 3] = ly * lx;
-    if (derivatives) {
-      taps.dx[t] = -hy;
-      taps.dx[t + 1] = hy;
-      taps.dx[t + 2] = -ly;
-      taps.dx[t + 3] = ly;
-      taps.dy[t] = -hx;
-      taps.dy[t + 1] = -lx;
-      taps.dy[t + 2] = hx;
-      taps.dy[t + 3] = lx;
+    const opmath_t w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    const opmath_t wx[4] = {-hy, hy, -ly, ly}, wy[4] = {-hx, -lx, hx, lx};
+    for (int k = 0; k < 4; ++k) {
+      const int t = k * taps.stride + p;
+      taps.index[t] = static_cast<index_t>(ok[k] ? at[k] : -1);
+      taps.weight[t] = w[k];
+      if (derivatives) {
+        taps.dx[t] = wx[k];
+        taps.dy[t] = wy[k];
+      }
     }
   }
 }
@@ -172,29 +169,34 @@ __attribute__((noinline)) void weighted_sum(
     int P, const scalar_t* __restrict__ in, int D, scalar_t* __restrict__ out) {
   const index_t* __restrict__ index = taps.index;
   const opmath_t* __restrict__ weight = taps.weight;
+  const int S = taps.stride;
   int d0 = 0;
   for (; d0 + B <= D; d0 += B) {
     opmath_t acc[B] = {};
-    for (int t = 0; t < 4 * P; ++t) {
-      if (index[t] < 0) continue;
-      const opmath_t a = weight[t] * mask[t / 4];
-      const scalar_t* v = in + index[t] + d0;
-      for (int d = 0; d < B; ++d) acc[d] += a * static_cast<opmath_t>(v[d]);
+    for (int p = 0; p < P; ++p) {
+      for (int t = p; t < 4 * S; t += S) {
+        if (index[t] < 0) continue;
+        const opmath_t a = weight[t] * mask[p];
+        const scalar_t* v = in + index[t] + d0;
+        for (int d = 0; d < B; ++d) acc[d] += a * static_cast<opmath_t>(v[d]);
+      }
     }
     for (int d = 0; d < B; ++d) out[d0 + d] = static_cast<scalar_t>(acc[d]);
   }
   for (; d0 < D; ++d0) {
     opmath_t acc = 0;
-    for (int t = 0; t < 4 * P; ++t) {
-      if (index[t] < 0) continue;
-      acc += (weight[t] * mask[t / 4]) * static_cast<opmath_t>(in[index[t] + d0]);
+    for (int p = 0; p < P; ++p) {
+      for (int t = p; t < 4 * S; t += S) {
+        if (index[t] < 0) continue;
+        acc += (weight[t] * mask[p]) * static_cast<opmath_t>(in[index[t] + d0]);
+      }
     }
     out[d0] = static_cast<scalar_t>(acc);
   }
 }
 
 // sum_d go[d] * v[d] in 8 lanes, then a tree over the lanes, adjacent pairs
-// first (the order of point_backward_avx2's horizontal adds).
+// first (the order of group_backward_avx2's horizontal adds).
 constexpr int kLanes = 8;
 
 template <typename opmath_t>
@@ -205,35 +207,39 @@ inline opmath_t lane_tree(opmath_t* part) {
   return part[0];
 }
 
-// Step 3 of the backward, portable: the twin of point_backward_avx2 for
-// the four taps of one point.
+// Step 3 of the backward, portable: the twin of group_backward_avx2.
 template <typename scalar_t, typename opmath_t, typename index_t>
-__attribute__((noinline)) void point_backward(
-    const index_t* __restrict__ index, const opmath_t* __restrict__ a, const opmath_t* __restrict__ go,
-    const scalar_t* __restrict__ in, opmath_t* __restrict__ gin, int D,
-    int d_begin, int d_end, bool dots, opmath_t* __restrict__ v) {
+__attribute__((noinline)) void group_backward(
+    const Taps<opmath_t, index_t>& taps, const opmath_t* __restrict__ mask,
+    int P, const opmath_t* __restrict__ go, const scalar_t* __restrict__ in,
+    opmath_t* __restrict__ gin, int D, int d_begin, int d_end, bool dots,
+    opmath_t* __restrict__ v) {
+  const index_t* __restrict__ index = taps.index;
+  const opmath_t* __restrict__ weight = taps.weight;
+  const int S = taps.stride;
   const bool fused = dots && d_begin == 0 && d_end == D;
-  for (int k = 0; k < 4; ++k) {
+  for (int t4 = 0; t4 < 4 * P; ++t4) {  // point t4 / 4, neighbour t4 % 4
+    const int p = t4 / 4, t = (t4 % 4) * S + p;
     opmath_t part[kLanes] = {};
-    if (index[k] >= 0) {
-      const opmath_t ak = a[k];
-      opmath_t* __restrict__ y = gin + index[k];
-      const scalar_t* __restrict__ x = in + index[k];
+    if (index[t] >= 0) {
+      const opmath_t a = weight[t] * mask[p];
+      opmath_t* __restrict__ y = gin + index[t];
+      const scalar_t* __restrict__ x = in + index[t];
       if (fused) {  // the scatter and the dot product in one sweep
         int d0 = 0;
         for (; d0 + kLanes <= D; d0 += kLanes) {
           for (int d = 0; d < kLanes; ++d) {
             const opmath_t g8 = go[d0 + d];
-            y[d0 + d] += ak * g8;
+            y[d0 + d] += a * g8;
             part[d] += g8 * static_cast<opmath_t>(x[d0 + d]);
           }
         }
         for (int d = 0; d0 + d < D; ++d) {
-          y[d0 + d] += ak * go[d0 + d];
+          y[d0 + d] += a * go[d0 + d];
           part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
         }
       } else {
-        for (int d = d_begin; d < d_end; ++d) y[d] += ak * go[d];
+        for (int d = d_begin; d < d_end; ++d) y[d] += a * go[d];
         if (dots) {
           int d0 = 0;
           for (; d0 + kLanes <= D; d0 += kLanes) {
@@ -247,7 +253,7 @@ __attribute__((noinline)) void point_backward(
         }
       }
     }
-    if (dots) v[k] = lane_tree(part);
+    if (dots) v[t4] = lane_tree(part);
   }
 }
 
@@ -285,18 +291,19 @@ void weighted_sum_on(bool avx2, const Taps<opmath_t, index_t>& taps,
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-void point_backward_on(bool avx2, const index_t* index, const opmath_t* a, const opmath_t* go, const scalar_t* in,
-                       opmath_t* gin, int D, int d_begin, int d_end, bool dots,
-                       opmath_t* v) {
+void group_backward_on(bool avx2, const Taps<opmath_t, index_t>& taps,
+                       const opmath_t* mask, int P, const opmath_t* go,
+                       const scalar_t* in, opmath_t* gin, int D, int d_begin,
+                       int d_end, bool dots, opmath_t* v) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
     if (avx2) {
-      return point_backward_avx2(index, a, go, in, gin, D, d_begin,
-                                 d_end, dots, v);
+      return group_backward_avx2(taps, mask, P, go, in, gin, D, d_begin, d_end,
+                                 dots, v);
     }
   }
 #endif
-  point_backward(index, a, go, in, gin, D, d_begin, d_end, dots, v);
+  group_backward(taps, mask, P, go, in, gin, D, d_begin, d_end, dots, v);
 }
 
 template <typename scalar_t, int B, typename index_t>
@@ -385,29 +392,26 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
               const opmath_t* m = s.mask.data();
               mask_weights(mask + k0, P, softmax, s.mask.data());
               gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, dots);
+              group_backward_on(avx2, s.taps, m, P, go, in_g, gin_g, D,
+                                d_begin, d_end, dots, s.dots.data());
+              if (!dots) continue;
               const Taps<opmath_t, index_t>& taps = s.taps;
+              const opmath_t* v = s.dots.data();
               for (int p = 0; p < P; ++p) {
-                const int t = 4 * p;
-                opmath_t a[4], v[4];
-                for (int k = 0; k < 4; ++k) a[k] = taps.weight[t + k] * m[p];
-                point_backward_on(avx2, taps.index + t, a, go,
-                                  in_g, gin_g, D, d_begin, d_end, dots, v);
-                if (!dots) continue;
                 opmath_t vm = 0, vx = 0, vy = 0;
                 for (int k = 0; k < 4; ++k) {
-                  if (taps.index[t + k] < 0) continue;
-                  vm += taps.weight[t + k] * v[k];
-                  vx += taps.dx[t + k] * v[k];
-                  vy += taps.dy[t + k] * v[k];
+                  const int t = k * taps.stride + p;
+                  if (taps.index[t] < 0) continue;
+                  vm += taps.weight[t] * v[4 * p + k];
+                  vx += taps.dx[t] * v[4 * p + k];
+                  vy += taps.dy[t] * v[4 * p + k];
                 }
                 s.grad_mask[p] = vm;
                 grad_offset[2 * (k0 + p)] = static_cast<scalar_t>(m[p] * scale * vx);
                 grad_offset[2 * (k0 + p) + 1] = static_cast<scalar_t>(m[p] * scale * vy);
               }
-              if (dots) {
-                mask_weights_backward(m, s.grad_mask.data(), P, softmax,
-                                      grad_mask + k0);
-              }
+              mask_weights_backward(m, s.grad_mask.data(), P, softmax,
+                                    grad_mask + k0);
             }
           }
         }
