@@ -476,19 +476,44 @@ def test_grid_helpers_follow_the_spec():
     assert math.isclose(float(dx.abs().max()), 2.0)
 
 
-@pytest.mark.parametrize('name', ['k5_pad2_scale2', 'pad0_g8_center', 'anisotropic',
-                                  'k5_s2_d2_c64_center', 'mostly_outside_c32'])
-def test_cpu_instruction_set_paths_are_bit_identical(name, monkeypatch):
-    """fp32 has AVX2 paths (used where the CPU has AVX2 and D % 8 == 0);
-    forward and gradients must give exactly the baseline's bits."""
-    case = CASES[name]
-    tensors = case.tensors(torch.float32)
+# The CPU kernel's AVX2 code runs for fp32 where group_channels % 8 == 0 and
+# the CPU has AVX2; each case below meets the first two conditions, and
+# the test skips (visibly) where the third fails.
+ISA_CASES = {
+    'd16_k5_pad2_scale2': CASES['k5_pad2_scale2'],
+    'd8_g8_center': CASES['pad0_g8_center'],
+    'd24_anisotropic': replace(CASES['anisotropic'], group_channels=24),
+    'd64_k5_s2_d2_center': CASES['k5_s2_d2_c64_center'],
+    'd32_mostly_outside': CASES['mostly_outside_c32'],
+    # One image, one group: the backward splits the channels into slices.
+    'd32_sliced': Case(n=1, h=6, w=7, group=1, group_channels=32, offset_std=2.0),
+}
+HAS_AVX2 = torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason='the CPU has no AVX2: only the '
+                    'baseline path exists, nothing to compare it with')
+@pytest.mark.parametrize('mask_softmax', [False, True])
+@pytest.mark.parametrize('name', sorted(ISA_CASES))
+def test_cpu_instruction_set_paths_are_bit_identical(name, mask_softmax, monkeypatch):
+    """fp32 has AVX2 paths; forward and gradients must give exactly the
+    baseline's bits."""
+    case = ISA_CASES[name]
+    assert case.group_channels % 8 == 0  # else the AVX2 path would not run
+    x, off, mask = case.tensors(torch.float32)
     grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels)
-    fast = run(dcnv3, case, tensors, grad_out)
+
+    def both():
+        leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+        out = dcnv3(*leaves, *case.params(), 64, case.remove_center,
+                    mask_softmax=mask_softmax)
+        return (out, *torch.autograd.grad(out, leaves, grad_out))
+
+    fast = both()
     monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'baseline')
-    baseline = run(dcnv3, case, tensors, grad_out)
-    assert torch.equal(fast[0], baseline[0])
-    assert all(torch.equal(a, b) for a, b in zip(fast[1], baseline[1]))
+    baseline = both()
+    for what, a, b in zip(('output', 'input', 'offset', 'mask'), fast, baseline):
+        assert torch.equal(a, b), what
 
 
 def test_non_finite_input_gives_the_reference_answer():
