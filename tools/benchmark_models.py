@@ -5,7 +5,11 @@ Builds, with random weights:
 
 - this project's InternImage-T classifier (``configs/mmpretrain/
   internimage-t_8xb128_in1k-224px.py``), eager and with its backbone
-  ``torch.compile``'d (``fullgraph=True``, so a graph break is an error);
+  ``torch.compile``'d (``fullgraph=True``, so a graph break is an error;
+  inference graphs with inductor's ``freezing``, PyTorch's setting for CPU
+  inference, which folds the weights into the graph as constants, so it is
+  for models whose weights no longer change; here it only affects timing;
+  ``--no-freezing`` turns it off);
 - the same model on the pure-PyTorch DCNv3 core (``core_op='DCNv3_pytorch'``);
 - mmpretrain's ConvNeXt-T and Swin-T from mmpretrain's own model configs
   (``convnext/convnext-tiny_32xb128_in1k.py``,
@@ -35,6 +39,7 @@ import sys
 import time
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -97,18 +102,19 @@ def step_fn(model, batch, train, size=(224, 224)):
     """One timed call: inference (no grad) or a training step."""
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, *size, generator=gen)
+    # Cells share their model, so each call sets the mode it times.
     if not train:
-        model.eval()
 
         def infer():
+            model.train(False)
             with torch.no_grad():
                 model(images, mode='tensor')
         return infer
-    model.train()
     labels = torch.randint(0, 1000, (batch, ), generator=gen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def train_step():
+        model.train(True)
         optimizer.zero_grad(set_to_none=True)
         logits = model(images, mode='tensor')
         F.cross_entropy(logits, labels).backward()
@@ -118,10 +124,11 @@ def step_fn(model, batch, train, size=(224, 224)):
 
 def backbone_fn(model, size):
     """A detection-sized forward of the backbone alone (all levels)."""
-    backbone = model.backbone.eval()
+    backbone = model.backbone
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
 
     def run():
+        backbone.train(False)
         with torch.no_grad():
             backbone(images)
     return run
@@ -141,6 +148,8 @@ def time_once(fn, min_time):
 def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Applies to graphs compiled without grad (inference) only.
+    torch._inductor.config.freezing = args.freezing
     cells = {}  # (model, task) -> callable
     warmup = {}
     for name in args.models:
@@ -209,13 +218,16 @@ def main():
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--min-time', type=float, default=1.0,
                         help='seconds per timing sample')
+    parser.add_argument('--no-freezing', dest='freezing', action='store_false',
+                        help="compile inference without inductor's freezing")
     parser.add_argument('--json', help='also write medians and samples here')
     args = parser.parse_args()
     medians, samples, warmup = run(args)
     print(f'{platform.processor() or platform.machine()}, '
           f'{torch.get_num_threads()} torch threads, torch {torch.__version__}, '
           f'OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "unset")}, fp32, '
-          f'median of {args.rounds} interleaved rounds')
+          f'median of {args.rounds} interleaved rounds; inductor freezing '
+          f'{"on" if args.freezing else "off"} for compiled inference')
     print()
     print(table(medians, args))
     if args.json:
