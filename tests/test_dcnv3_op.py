@@ -570,19 +570,44 @@ def test_grid_helpers_follow_the_spec():
     assert math.isclose(float(dx.abs().max()), 2.0)
 
 
-@pytest.mark.parametrize('name', ['k5_pad2_scale2', 'pad0_g8_center', 'anisotropic',
-                                  'k5_s2_d2_c64_center', 'mostly_outside_c32'])
-def test_cpu_instruction_set_paths_are_bit_identical(name, monkeypatch):
-    """fp32 has AVX2 paths (used where the CPU has AVX2 and D % 8 == 0);
-    forward and gradients must give exactly the baseline's bits."""
-    case = CASES[name]
-    tensors = case.tensors(torch.float32)
+# The CPU kernel's AVX2 code runs for fp32 where group_channels % 8 == 0 and
+# the CPU has AVX2; each case below meets the first two conditions, and
+# the test skips (visibly) where the third fails.
+ISA_CASES = {
+    'd16_k5_pad2_scale2': CASES['k5_pad2_scale2'],
+    'd8_g8_center': CASES['pad0_g8_center'],
+    'd24_anisotropic': replace(CASES['anisotropic'], group_channels=24),
+    'd64_k5_s2_d2_center': CASES['k5_s2_d2_c64_center'],
+    'd32_mostly_outside': CASES['mostly_outside_c32'],
+    # One image, one group: the backward splits the channels into slices.
+    'd32_sliced': Case(n=1, h=6, w=7, group=1, group_channels=32, offset_std=2.0),
+}
+HAS_AVX2 = torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason='the CPU has no AVX2: only the '
+                    'baseline path exists, nothing to compare it with')
+@pytest.mark.parametrize('mask_softmax', [False, True])
+@pytest.mark.parametrize('name', sorted(ISA_CASES))
+def test_cpu_instruction_set_paths_are_bit_identical(name, mask_softmax, monkeypatch):
+    """fp32 has AVX2 paths; forward and gradients must give exactly the
+    baseline's bits."""
+    case = ISA_CASES[name]
+    assert case.group_channels % 8 == 0  # else the AVX2 path would not run
+    x, off, mask = case.tensors(torch.float32)
     grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels)
-    fast = run(dcnv3, case, tensors, grad_out)
+
+    def both():
+        leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+        out = dcnv3(*leaves, *case.params(), 64, case.remove_center,
+                    mask_softmax=mask_softmax)
+        return (out, *torch.autograd.grad(out, leaves, grad_out))
+
+    fast = both()
     monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'baseline')
-    baseline = run(dcnv3, case, tensors, grad_out)
-    assert torch.equal(fast[0], baseline[0])
-    assert all(torch.equal(a, b) for a, b in zip(fast[1], baseline[1]))
+    baseline = both()
+    for what, a, b in zip(('output', 'input', 'offset', 'mask'), fast, baseline):
+        assert torch.equal(a, b), what
 
 
 def test_non_finite_input_gives_the_reference_answer():
@@ -599,3 +624,155 @@ def test_non_finite_input_gives_the_reference_answer():
     finite = ref.isfinite()
     assert finite.any() and (~finite).any()
     torch.testing.assert_close(out[finite], ref[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('mask_softmax', [False, True])
+def test_second_order_gradients_raise_instead_of_returning_zeros(mask_softmax):
+    """create_graph=True gives the right first-order gradients; a backward
+    through them (double backward) raises NotImplementedError naming the
+    limitation, where autograd used to treat the op as constant (zeros)."""
+    case = CASES['k3_g1_c4']
+    x, off, mask = case.tensors()
+    leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+    out = dcnv3(*leaves, *case.params(), 64, False, mask_softmax=mask_softmax)
+    grads = torch.autograd.grad(out.square().sum(), leaves, create_graph=True)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+    ref = dcnv3_core_pytorch(*ref_leaves, *case.params(), False,
+                             mask_softmax=mask_softmax)
+    ref_grads = torch.autograd.grad(ref.square().sum(), ref_leaves, create_graph=True)
+    for g, r in zip(grads, ref_grads):
+        assert g.requires_grad
+        assert_close_scaled(g.detach(), r.detach(), 1e-10, 'first-order gradient')
+    # The reference has non-zero second-order gradients ...
+    second = torch.autograd.grad(ref_grads[0].square().sum(), ref_leaves[1])[0]
+    assert second.abs().max() > 1e-3
+    # ... which the kernel refuses to fake.
+    with pytest.raises(NotImplementedError, match='second-order gradients'):
+        torch.autograd.grad(grads[0].square().sum(), leaves[1])
+
+
+def random_case(seed):
+    """A random valid geometry: kernel 1-5 (non-square too), stride 1-3,
+    padding 0-3, dilation 1-3, 1-5 groups of 1-24 channels, odd and tiny
+    sizes, remove_center, offset_scale."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(values):
+        return values[torch.randint(len(values), (1,), generator=gen).item()]
+
+    while True:
+        kh, kw = pick([1, 2, 3, 5]), pick([1, 2, 3, 5])
+        case = Case(
+            n=pick([1, 2, 3]), h=pick([1, 2, 3, 5, 7, 8, 12]), w=pick([1, 2, 4, 5, 9, 11]),
+            group=pick([1, 2, 3, 5]), group_channels=pick([1, 2, 3, 4, 5, 7, 8, 12, 16, 24]),
+            kernel_h=kh, kernel_w=kw, stride_h=pick([1, 2, 3]), stride_w=pick([1, 2, 3]),
+            pad_h=pick([0, 1, 2, 3]), pad_w=pick([0, 1, 2, 3]),
+            dilation_h=pick([1, 2, 3]), dilation_w=pick([1, 2, 3]),
+            offset_scale=pick([0.5, 1.0, 1.7, 2.0]),
+            remove_center=kh == kw and kh % 2 == 1 and kh > 1 and pick([False, True]),
+            offset_std=pick([0.5, 2.0, 6.0]))
+        if min(case.out_size) >= 1:
+            return case, gen
+
+
+def sampling_locations(case, off):
+    """(x, y) of every point, (N, Ho, Wo, G, P) each, as the kernels compute
+    them (shared/DCNV3_SPEC.md)."""
+    n, ho, wo, _ = off.shape
+    dx, dy = kernel_points(case.kernel_h, case.kernel_w, case.dilation_h,
+                           case.dilation_w, case.remove_center, off.dtype)
+    cx = (case.dilation_w * (case.kernel_w - 1)) // 2
+    cy = (case.dilation_h * (case.kernel_h - 1)) // 2
+    base_x = torch.arange(wo, dtype=off.dtype) * case.stride_w - case.pad_w + cx
+    base_y = torch.arange(ho, dtype=off.dtype) * case.stride_h - case.pad_h + cy
+    o = off.reshape(n, ho, wo, case.group, case.points, 2)
+    s = case.offset_scale
+    return (base_x.view(1, 1, wo, 1, 1) + s * (dx + o[..., 0]),
+            base_y.view(1, ho, 1, 1, 1) + s * (dy + o[..., 1]))
+
+
+def place_points(case, off, gen, fraction, targets):
+    """Moves a random `fraction` of the points so that they sample at
+    coordinates drawn from targets(width or height) (both axes)."""
+    n, ho, wo, _ = off.shape
+    off = off.clone()
+    o = off.view(n, ho, wo, case.group, case.points, 2)
+    x, y = sampling_locations(case, off)
+    chosen = torch.rand(x.shape, generator=gen) < fraction
+    for axis, loc, size in ((0, x, case.w), (1, y, case.h)):
+        values = torch.tensor(targets(size), dtype=off.dtype)
+        target = values[torch.randint(len(values), loc.shape, generator=gen)]
+        o[..., axis] = torch.where(chosen, o[..., axis] + (target - loc) / case.offset_scale,
+                                   o[..., axis])
+    return off
+
+
+@pytest.mark.parametrize('seed', range(40))
+def test_fuzz_against_the_reference(seed):
+    """Random geometry and offsets (points far outside, on the border cells,
+    at integer coordinates), with and without the fused softmax: output and
+    the three gradients equal the reference's, fp64 to 1e-10. The offset
+    gradient is compared away from integer coordinates, where bilinear
+    interpolation has a kink and either side's derivative is right."""
+    case, gen = random_case(seed)
+    mask_softmax = bool(seed % 2)
+    x, off, mask = case.tensors(seed=seed)
+    if mask_softmax:
+        mask = 4 * torch.randn(mask.shape, generator=gen, dtype=torch.float64)
+    off = place_points(case, off, gen, 0.15, lambda size: [-1e6, -3e3, -5.5, 2 * size + 7, 1e5])
+    off = place_points(case, off, gen, 0.15, lambda size: [
+        -0.99, -0.75, -0.5, -0.25, 0.0, 0.25, size - 1.0, size - 0.75, size - 0.5, size - 0.01])
+    grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels,
+                           dtype=torch.float64, generator=gen)
+    results = []
+    for fn in (dcnv3, dcnv3_core_pytorch):
+        leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+        extra = (64, ) if fn is dcnv3 else ()
+        out = fn(*leaves, *case.params(), *extra, case.remove_center,
+                 mask_softmax=mask_softmax)
+        results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
+    (out, g_in, g_off, g_mask), (ref, r_in, r_off, r_mask) = results
+    assert_close_scaled(out, ref, 1e-10, f'output of {case}')
+    assert_close_scaled(g_in, r_in, 1e-10, f'grad of input of {case}')
+    assert_close_scaled(g_mask, r_mask, 1e-10, f'grad of mask of {case}')
+    px, py = sampling_locations(case, off)
+    smooth = ((px - px.round()).abs() > 1e-6) & ((py - py.round()).abs() > 1e-6)
+    smooth = smooth[..., None].expand(*smooth.shape, 2).reshape(off.shape)
+    assert_close_scaled(g_off[smooth], r_off[smooth], 1e-10, f'grad of offset of {case}')
+
+
+@pytest.mark.parametrize('mask_softmax', [False, True])
+@pytest.mark.parametrize('bad', ['nan', 'inf', '-inf'])
+def test_nan_and_inf_offsets_count_as_outside(bad, mask_softmax):
+    """The kernel's documented answer for a non-finite offset: its point
+    counts as outside the image (it adds nothing and gets zero offset and
+    weight gradients), exactly as a point moved far outside does. The
+    reference (grid_sample) returns NaN there instead."""
+    case, gen = random_case(7)
+    case = replace(case, n=2, h=6, w=7, group=2, group_channels=8)
+    x, off, mask = case.tensors()
+    n, ho, wo, _ = off.shape
+    hit = torch.rand(n, ho, wo, case.group, case.points, generator=gen) < 0.3
+    axis = torch.randint(2, hit.shape, generator=gen)  # x or y goes bad
+    o = off.view(*hit.shape, 2)
+    bad_off = o.clone()
+    bad_off[..., 0] = torch.where(hit & (axis == 0), float(bad), o[..., 0])
+    bad_off[..., 1] = torch.where(hit & (axis == 1), float(bad), o[..., 1])
+    far_off = torch.where(hit[..., None], torch.full_like(o, 1e6), o)
+    grad_out = torch.randn(case.n, *case.out_size, 16, dtype=torch.float64, generator=gen)
+    results = []
+    for offsets in (bad_off.reshape(off.shape), far_off.reshape(off.shape)):
+        leaves = [t.clone().requires_grad_() for t in (x, offsets, mask)]
+        out = dcnv3(*leaves, *case.params(), 64, case.remove_center,
+                    mask_softmax=mask_softmax)
+        results.append((out, *torch.autograd.grad(out, leaves, grad_out)))
+    for what, a, b in zip(('output', 'input', 'offset', 'mask'), *results):
+        assert torch.equal(a, b), what
+    assert results[0][0].isfinite().all()
+    g_off = results[0][2].view(*hit.shape, 2)
+    assert (g_off[hit] == 0).all()
+    if not mask_softmax:
+        assert (results[0][3].view(hit.shape)[hit] == 0).all()
+    ref = dcnv3_core_pytorch(x, bad_off.reshape(off.shape), mask, *case.params(),
+                             case.remove_center, mask_softmax=mask_softmax)
+    assert ref.isnan().any()

@@ -5,7 +5,8 @@
 // torch.library.register_autograd because the Python route costs ~0.1 ms of
 // interpreter work per call and per backward, as much as the whole kernel at
 // InternImage's small stages. The backward is the ops_dcnv3::dcnv3_backward
-// op, so that fake tensors and torch.compile see it as one op too.
+// op, so that fake tensors and torch.compile see it as one op too; its own
+// autograd entry refuses second-order gradients with a clear error.
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -92,6 +93,51 @@ class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
   }
 };
 
+// The backward op under autograd. Its gradients are right, and
+// torch.autograd.grad(..., create_graph=True) works; what is not implemented
+// is differentiating them again (second-order gradients): that raises,
+// rather than letting autograd treat the op as constant and return zeros.
+class DCNv3BackwardAutograd
+    : public torch::autograd::Function<DCNv3BackwardAutograd> {
+ public:
+  static variable_list forward(AutogradContext* /*ctx*/,
+                               const at::Tensor& grad_output,
+                               const at::Tensor& input,
+                               const at::Tensor& offset, const at::Tensor& mask,
+                               const Params& p) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto grads = call_backward(grad_output, input, offset, mask, p);
+    return {std::get<0>(grads), std::get<1>(grads), std::get<2>(grads)};
+  }
+
+  static variable_list backward(AutogradContext* /*ctx*/,
+                                variable_list /*grad_outputs*/) {
+    TORCH_CHECK_NOT_IMPLEMENTED(
+        false,
+        "DCNv3: second-order gradients (a backward through the gradients of "
+        "ops_dcnv3.dcnv3, e.g. a gradient penalty after "
+        "torch.autograd.grad(..., create_graph=True)) are not implemented by "
+        "the compiled kernels; use ops_dcnv3.dcnv3_core_pytorch, whose "
+        "autograd supports them");
+    return {};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_autograd(
+    const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& offset, const at::Tensor& mask, int64_t kernel_h,
+    int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+    int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
+    int64_t group_channels, double offset_scale, int64_t im2col_step,
+    bool remove_center, bool mask_softmax) {
+  const Params p{kernel_h,   kernel_w,   stride_h,       stride_w,
+                 pad_h,      pad_w,      dilation_h,     dilation_w,
+                 group,      group_channels, offset_scale, im2col_step,
+                 remove_center, mask_softmax};
+  auto grads = DCNv3BackwardAutograd::apply(grad_output, input, offset, mask, p);
+  return {grads[0], grads[1], grads[2]};
+}
+
 at::Tensor dcnv3_forward_autograd(
     const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
     int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
@@ -109,6 +155,7 @@ at::Tensor dcnv3_forward_autograd(
 
 TORCH_LIBRARY_IMPL(ops_dcnv3, Autograd, m) {
   m.impl("dcnv3_forward", &dcnv3_forward_autograd);
+  m.impl("dcnv3_backward", &dcnv3_backward_autograd);
 }
 
 }  // namespace ops_dcnv3

@@ -10,6 +10,7 @@
 #include <ATen/OpMathType.h>
 
 #include <cmath>
+#include <tuple>
 
 #ifdef __CUDACC__
 #define DCNV3_HOST_DEVICE __host__ __device__ __forceinline__
@@ -206,6 +207,80 @@ inline void check_grad_output(const at::Tensor& grad_output,
           at::IntArrayRef({g.batch, g.h_out, g.w_out, g.channels}),
       "DCNv3: grad_output has shape ", grad_output.sizes(),
       ", expected the output's shape");
+}
+
+// The host-side preparation that every backend's wrapper shares: the
+// checks above, contiguous copies where needed, the outputs allocated.
+
+// `t` is on the backend's device type.
+inline void check_device(const at::Tensor& t, const char* name,
+                         c10::DeviceType type) {
+  TORCH_CHECK(t.device().type() == type, "DCNv3 (", c10::DeviceTypeName(type),
+              " kernel): ", name, " must be a ", c10::DeviceTypeName(type),
+              " tensor, got ", t.device());
+}
+
+// One forward call: its geometry, contiguous inputs, the output allocated.
+struct ForwardCall {
+  Geometry g;
+  at::Tensor input, offset, mask, output;
+};
+
+inline ForwardCall prepare_forward(
+    c10::DeviceType type, const at::Tensor& input, const at::Tensor& offset,
+    const at::Tensor& mask, int64_t kernel_h, int64_t kernel_w,
+    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+    int64_t dilation_h, int64_t dilation_w, int64_t group,
+    int64_t group_channels, double offset_scale, bool remove_center) {
+  check_device(input, "input", type);
+  ForwardCall c;
+  c.g = make_geometry(input, offset, mask, kernel_h, kernel_w, stride_h,
+                      stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                      group_channels, offset_scale, remove_center);
+  c.input = input.contiguous();
+  c.offset = offset.contiguous();
+  c.mask = mask.contiguous();
+  c.output = at::empty({c.g.batch, c.g.h_out, c.g.w_out, c.g.channels},
+                       c.input.options());
+  return c;
+}
+
+// One backward call: the forward's tensors, the output gradient in their
+// dtype, and the gradients allocated: grad_input zeroed and in the op's
+// math type (fp32 for half types), for the kernels to accumulate into;
+// grad_offset and grad_mask, which the kernels write whole, uninitialised.
+struct BackwardCall {
+  Geometry g;
+  at::Tensor grad_output, input, offset, mask;
+  at::Tensor grad_input, grad_offset, grad_mask;
+
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> gradients() const {
+    return {grad_input.to(input.scalar_type()), grad_offset, grad_mask};
+  }
+};
+
+inline BackwardCall prepare_backward(
+    c10::DeviceType type, const at::Tensor& grad_output,
+    const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+    int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+    int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+    int64_t group, int64_t group_channels, double offset_scale,
+    bool remove_center) {
+  check_device(input, "input", type);
+  BackwardCall c;
+  c.g = make_geometry(input, offset, mask, kernel_h, kernel_w, stride_h,
+                      stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                      group_channels, offset_scale, remove_center);
+  check_grad_output(grad_output, input, c.g);
+  c.input = input.contiguous();
+  c.offset = offset.contiguous();
+  c.mask = mask.contiguous();
+  c.grad_output = grad_output.to(c.input.scalar_type()).contiguous();
+  const auto opmath = at::toOpMathType(c.input.scalar_type());
+  c.grad_input = at::zeros(c.input.sizes(), c.input.options().dtype(opmath));
+  c.grad_offset = at::empty_like(c.offset);
+  c.grad_mask = at::empty_like(c.mask);
+  return c;
 }
 
 // The fused mask-softmax variant (mask_softmax=true): the mask holds logits

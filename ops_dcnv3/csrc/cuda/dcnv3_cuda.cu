@@ -142,103 +142,85 @@ __global__ void backward_offset_mask_kernel(
   }
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.is_cuda(), "DCNv3 (CUDA kernel): ", name,
-              " must be a CUDA tensor, got ", t.device());
-}
-
-at::Tensor dcnv3_forward_cuda(const at::Tensor& input_,
-                              const at::Tensor& offset_,
-                              const at::Tensor& mask_, int64_t kernel_h,
+at::Tensor dcnv3_forward_cuda(const at::Tensor& input,
+                              const at::Tensor& offset,
+                              const at::Tensor& mask, int64_t kernel_h,
                               int64_t kernel_w, int64_t stride_h,
                               int64_t stride_w, int64_t pad_h, int64_t pad_w,
                               int64_t dilation_h, int64_t dilation_w,
                               int64_t group, int64_t group_channels,
                               double offset_scale, int64_t /*im2col_step*/,
                               bool remove_center, bool mask_softmax) {
-  check_cuda(input_, "input");
-  const Geometry g = make_geometry(
-      input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h,
-      pad_w, dilation_h, dilation_w, group, group_channels, offset_scale,
-      remove_center);
-  const c10::cuda::CUDAGuard device_guard(input_.device());
-  const at::Tensor input = input_.contiguous();
-  const at::Tensor offset = offset_.contiguous();
+  check_device(input, "input", at::kCUDA);
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  ForwardCall c = prepare_forward(
+      at::kCUDA, input, offset, mask, kernel_h, kernel_w, stride_h, stride_w,
+      pad_h, pad_w, dilation_h, dilation_w, group, group_channels,
+      offset_scale, remove_center);
   // Stopgap until the kernel fuses it: the softmax runs before the kernel.
-  const at::Tensor mask = mask_softmax ? softmax_points(mask_, g).contiguous()
-                                       : mask_.contiguous();
-  at::Tensor output =
-      at::empty({g.batch, g.h_out, g.w_out, g.channels}, input.options());
-  const int64_t total = output.numel();
-  if (total == 0) return output;
+  if (mask_softmax) c.mask = softmax_points(c.mask, c.g).contiguous();
+  const int64_t total = c.output.numel();
+  if (total == 0) return c.output;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_forward_cuda",
+      at::kHalf, at::kBFloat16, c.input.scalar_type(), "dcnv3_forward_cuda",
       [&] {
         forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-            g, input.const_data_ptr<scalar_t>(),
-            offset.const_data_ptr<scalar_t>(), mask.const_data_ptr<scalar_t>(),
-            output.mutable_data_ptr<scalar_t>(), total);
+            c.g, c.input.const_data_ptr<scalar_t>(),
+            c.offset.const_data_ptr<scalar_t>(),
+            c.mask.const_data_ptr<scalar_t>(),
+            c.output.mutable_data_ptr<scalar_t>(), total);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
-  return output;
+  return c.output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cuda(
-    const at::Tensor& grad_output_, const at::Tensor& input_,
-    const at::Tensor& offset_, const at::Tensor& mask_, int64_t kernel_h,
+    const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& offset, const at::Tensor& mask, int64_t kernel_h,
     int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
     int64_t group_channels, double offset_scale, int64_t /*im2col_step*/,
     bool remove_center, bool mask_softmax) {
-  check_cuda(input_, "input");
-  const Geometry g = make_geometry(
-      input_, offset_, mask_, kernel_h, kernel_w, stride_h, stride_w, pad_h,
-      pad_w, dilation_h, dilation_w, group, group_channels, offset_scale,
-      remove_center);
-  check_grad_output(grad_output_, input_, g);
-  const c10::cuda::CUDAGuard device_guard(input_.device());
-  const at::Tensor input = input_.contiguous();
-  const at::Tensor offset = offset_.contiguous();
-  const at::Tensor mask = mask_softmax ? softmax_points(mask_, g).contiguous()
-                                       : mask_.contiguous();
-  const at::Tensor grad_output =
-      grad_output_.to(input.scalar_type()).contiguous();
-  const auto opmath = at::toOpMathType(input.scalar_type());
-  at::Tensor grad_input =
-      at::zeros(input.sizes(), input.options().dtype(opmath));
-  at::Tensor grad_offset = at::zeros_like(offset);
-  at::Tensor grad_mask = at::zeros_like(mask);
-  const int64_t total = grad_output.numel();
+  check_device(input, "input", at::kCUDA);
+  const c10::cuda::CUDAGuard device_guard(input.device());
+  BackwardCall c = prepare_backward(
+      at::kCUDA, grad_output, input, offset, mask, kernel_h, kernel_w,
+      stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+      group_channels, offset_scale, remove_center);
+  // Stopgap until the kernel fuses it: the softmax runs before the kernel.
+  if (mask_softmax) c.mask = softmax_points(c.mask, c.g).contiguous();
+  const int64_t total = c.grad_output.numel();
   if (total > 0) {
     // grad_input is summed with atomics, in no fixed order.
     at::globalContext().alertNotDeterministic("dcnv3_backward_cuda");
+    const Geometry& g = c.g;
     const int64_t total_points = g.batch * g.h_out * g.w_out * g.group * g.points;
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(
-        at::kHalf, at::kBFloat16, input.scalar_type(), "dcnv3_backward_cuda",
+        at::kHalf, at::kBFloat16, c.input.scalar_type(), "dcnv3_backward_cuda",
         [&] {
           using opmath_t = at::opmath_type<scalar_t>;
           backward_input_kernel<scalar_t, opmath_t>
               <<<blocks_for(total), kThreads, 0, stream>>>(
-                  g, grad_output.const_data_ptr<scalar_t>(),
-                  offset.const_data_ptr<scalar_t>(),
-                  mask.const_data_ptr<scalar_t>(),
-                  grad_input.mutable_data_ptr<opmath_t>(), total);
+                  g, c.grad_output.const_data_ptr<scalar_t>(),
+                  c.offset.const_data_ptr<scalar_t>(),
+                  c.mask.const_data_ptr<scalar_t>(),
+                  c.grad_input.mutable_data_ptr<opmath_t>(), total);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           backward_offset_mask_kernel<scalar_t>
               <<<blocks_for(total_points), kThreads, 0, stream>>>(
-                  g, grad_output.const_data_ptr<scalar_t>(),
-                  input.const_data_ptr<scalar_t>(),
-                  offset.const_data_ptr<scalar_t>(),
-                  mask.const_data_ptr<scalar_t>(),
-                  grad_offset.mutable_data_ptr<scalar_t>(),
-                  grad_mask.mutable_data_ptr<scalar_t>(), total_points);
+                  g, c.grad_output.const_data_ptr<scalar_t>(),
+                  c.input.const_data_ptr<scalar_t>(),
+                  c.offset.const_data_ptr<scalar_t>(),
+                  c.mask.const_data_ptr<scalar_t>(),
+                  c.grad_offset.mutable_data_ptr<scalar_t>(),
+                  c.grad_mask.mutable_data_ptr<scalar_t>(), total_points);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
   }
-  if (mask_softmax) grad_mask = softmax_points_backward(grad_mask, mask_, g);
-  return {grad_input.to(input.scalar_type()), grad_offset, grad_mask};
+  if (mask_softmax) c.grad_mask = softmax_points_backward(c.grad_mask, mask, c.g);
+  return c.gradients();
 }
 
 }  // namespace

@@ -1,0 +1,201 @@
+// Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
+//
+// The AVX2 versions of the CPU kernel's three inner pieces, for fp32 with
+// group_channels a multiple of 8 (see dcnv3_cpu.h). Each function carries
+// its own target attribute, so the rest of the build stays portable and
+// the caller picks these only where the CPU has AVX2. Every piece does the
+// operations of its portable twin in dcnv3_cpu.cpp, in the same order and
+// without FMA: the results are bit-identical.
+#include "dcnv3_cpu.h"
+
+#if DCNV3_HAVE_AVX2
+#include <immintrin.h>
+
+#define DCNV3_TARGET_AVX2 __attribute__((target("avx2")))
+
+namespace ops_dcnv3 {
+namespace cpu {
+namespace {
+
+// Sums of four vectors of 8 lanes, each in the portable tree order
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+DCNV3_TARGET_AVX2 inline __m128 tree_sums(__m256 a0, __m256 a1, __m256 a2,
+                                          __m256 a3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// `at` where `ok`, else -1 (the index of a tap outside the image).
+DCNV3_TARGET_AVX2 inline __m256i or_outside(__m256 ok, __m256i at) {
+  return _mm256_castps_si256(_mm256_blendv_ps(
+      _mm256_castsi256_ps(_mm256_set1_epi32(-1)), _mm256_castsi256_ps(at), ok));
+}
+
+}  // namespace
+
+DCNV3_TARGET_AVX2 bool cpu_has_avx2() {
+  static const bool supported = __builtin_cpu_supports("avx2");
+  return supported;
+}
+
+DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
+                                   const float* __restrict__ gx,
+                                   const float* __restrict__ gy,
+                                   const float* __restrict__ off,
+                                   const Taps<float, int32_t>& taps,
+                                   bool derivatives) {
+  const int P = g.points, S = taps.stride;
+  const __m256 s = _mm256_set1_ps(static_cast<float>(g.offset_scale));
+  const __m256 vcx = _mm256_set1_ps(cx), vcy = _mm256_set1_ps(cy);
+  const __m256 minus1 = _mm256_set1_ps(-1.f), one = _mm256_set1_ps(1.f);
+  const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.f);
+  const __m256 W = _mm256_set1_ps(static_cast<float>(g.width));
+  const __m256 H = _mm256_set1_ps(static_cast<float>(g.height));
+  const __m256i vC = _mm256_set1_epi32(g.channels);
+  const __m256i vrow = _mm256_set1_epi32(g.width * g.channels);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    const float* o = off + 2 * p0;
+    // (x0 y0 x1 y1 ...) -> x0..x7 and y0..y7; past the last point, zeros
+    // (masked loads: nothing beyond the offsets is read).
+    __m256 a, b;
+    if (P - p0 >= 8) {
+      a = _mm256_loadu_ps(o);
+      b = _mm256_loadu_ps(o + 8);
+    } else {
+      const __m256i n = _mm256_set1_epi32(2 * (P - p0));
+      a = _mm256_maskload_ps(o, _mm256_cmpgt_epi32(n, lane));
+      b = _mm256_maskload_ps(o + 8, _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8))));
+    }
+    const __m256 ox = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
+    const __m256 oy = _mm256_castpd_ps(_mm256_permute4x64_pd(
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xD8));
+    __m256 x = _mm256_add_ps(vcx, _mm256_mul_ps(s, _mm256_add_ps(_mm256_loadu_ps(gx + p0), ox)));
+    __m256 y = _mm256_add_ps(vcy, _mm256_mul_ps(s, _mm256_add_ps(_mm256_loadu_ps(gy + p0), oy)));
+    // Ordered comparisons: a NaN location is outside.
+    const __m256 inside = _mm256_and_ps(
+        _mm256_and_ps(_mm256_cmp_ps(x, minus1, _CMP_GT_OQ), _mm256_cmp_ps(y, minus1, _CMP_GT_OQ)),
+        _mm256_and_ps(_mm256_cmp_ps(x, W, _CMP_LT_OQ), _mm256_cmp_ps(y, H, _CMP_LT_OQ)));
+    x = _mm256_and_ps(x, inside);  // 0 outside, so that the conversions stay defined
+    y = _mm256_and_ps(y, inside);
+    const __m256 fx = _mm256_floor_ps(x), fy = _mm256_floor_ps(y);
+    const __m256 lx = _mm256_sub_ps(x, fx), ly = _mm256_sub_ps(y, fy);
+    const __m256 hx = _mm256_sub_ps(one, lx), hy = _mm256_sub_ps(one, ly);
+    const __m256 vx0 = _mm256_cmp_ps(fx, zero, _CMP_GE_OQ);
+    const __m256 vx1 = _mm256_cmp_ps(_mm256_add_ps(fx, one), W, _CMP_LT_OQ);
+    const __m256 vy0 = _mm256_and_ps(inside, _mm256_cmp_ps(fy, zero, _CMP_GE_OQ));
+    const __m256 vy1 = _mm256_and_ps(inside, _mm256_cmp_ps(_mm256_add_ps(fy, one), H, _CMP_LT_OQ));
+    const __m256 v00 = _mm256_and_ps(vy0, vx0), v01 = _mm256_and_ps(vy0, vx1);
+    const __m256 v10 = _mm256_and_ps(vy1, vx0), v11 = _mm256_and_ps(vy1, vx1);
+    float* const w = taps.weight + p0;
+    _mm256_storeu_ps(w, _mm256_mul_ps(hy, hx));
+    _mm256_storeu_ps(w + S, _mm256_mul_ps(hy, lx));
+    _mm256_storeu_ps(w + 2 * S, _mm256_mul_ps(ly, hx));
+    _mm256_storeu_ps(w + 3 * S, _mm256_mul_ps(ly, lx));
+    if (derivatives) {
+      float* const wx = taps.dx + p0;
+      float* const wy = taps.dy + p0;
+      _mm256_storeu_ps(wx, _mm256_xor_ps(hy, sign));
+      _mm256_storeu_ps(wx + S, hy);
+      _mm256_storeu_ps(wx + 2 * S, _mm256_xor_ps(ly, sign));
+      _mm256_storeu_ps(wx + 3 * S, ly);
+      _mm256_storeu_ps(wy, _mm256_xor_ps(hx, sign));
+      _mm256_storeu_ps(wy + S, _mm256_xor_ps(lx, sign));
+      _mm256_storeu_ps(wy + 2 * S, hx);
+      _mm256_storeu_ps(wy + 3 * S, lx);
+    }
+    const __m256i base = _mm256_add_epi32(
+        _mm256_mullo_epi32(_mm256_cvttps_epi32(fy), vrow),
+        _mm256_mullo_epi32(_mm256_cvttps_epi32(fx), vC));
+    const __m256i o10 = _mm256_add_epi32(base, vrow);
+    __m256i* const at = reinterpret_cast<__m256i*>(taps.index + p0);
+    _mm256_storeu_si256(at, or_outside(v00, base));
+    _mm256_storeu_si256(at + S / 8, or_outside(v01, _mm256_add_epi32(base, vC)));
+    _mm256_storeu_si256(at + 2 * S / 8, or_outside(v10, o10));
+    _mm256_storeu_si256(at + 3 * S / 8, or_outside(v11, _mm256_add_epi32(o10, vC)));
+  }
+}
+
+DCNV3_TARGET_AVX2 void weighted_sum_avx2(const Taps<float, int32_t>& taps,
+                                         const float* __restrict__ mask, int P,
+                                         const float* __restrict__ in, int D,
+                                         float* __restrict__ out) {
+  const int32_t* __restrict__ index = taps.index;
+  const float* __restrict__ weight = taps.weight;
+  const int S = taps.stride;
+  int d0 = 0;
+  for (; d0 + 16 <= D; d0 += 16) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int p = 0; p < P; ++p) {
+      for (int t = p; t < 4 * S; t += S) {
+        if (index[t] < 0) continue;
+        const __m256 w = _mm256_set1_ps(weight[t] * mask[p]);
+        const float* v = in + index[t] + d0;
+        acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(w, _mm256_loadu_ps(v)));
+        acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(w, _mm256_loadu_ps(v + 8)));
+      }
+    }
+    _mm256_storeu_ps(out + d0, acc0);
+    _mm256_storeu_ps(out + d0 + 8, acc1);
+  }
+  for (; d0 < D; d0 += 8) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int p = 0; p < P; ++p) {
+      for (int t = p; t < 4 * S; t += S) {
+        if (index[t] < 0) continue;
+        const __m256 w = _mm256_set1_ps(weight[t] * mask[p]);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(w, _mm256_loadu_ps(in + index[t] + d0)));
+      }
+    }
+    _mm256_storeu_ps(out + d0, acc);
+  }
+}
+
+DCNV3_TARGET_AVX2 void group_backward_avx2(
+    const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
+    const float* __restrict__ go, const float* __restrict__ in,
+    float* __restrict__ gin, int D, int d_begin, int d_end, bool dots,
+    float* __restrict__ v) {
+  const int32_t* __restrict__ index = taps.index;
+  const float* __restrict__ weight = taps.weight;
+  const int S = taps.stride;
+  const bool fused = dots && d_begin == 0 && d_end == D;
+  for (int p = 0; p < P; ++p) {
+    __m256 acc[4];
+    for (int k = 0; k < 4; ++k) {
+      acc[k] = _mm256_setzero_ps();
+      const int32_t at = index[k * S + p];
+      if (at < 0) continue;
+      const float a = weight[k * S + p] * mask[p];
+      const __m256 av = _mm256_set1_ps(a);
+      float* y = gin + at;
+      const float* x = in + at;
+      if (fused) {  // the scatter and the dot product in one sweep
+        for (int d = 0; d < D; d += 8) {
+          const __m256 g8 = _mm256_loadu_ps(go + d);
+          _mm256_storeu_ps(y + d, _mm256_add_ps(_mm256_loadu_ps(y + d), _mm256_mul_ps(av, g8)));
+          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g8, _mm256_loadu_ps(x + d)));
+        }
+        continue;
+      }
+      int d = d_begin;
+      for (; d + 8 <= d_end; d += 8) {
+        _mm256_storeu_ps(y + d, _mm256_add_ps(_mm256_loadu_ps(y + d),
+                                              _mm256_mul_ps(av, _mm256_loadu_ps(go + d))));
+      }
+      for (; d < d_end; ++d) y[d] += a * go[d];
+      if (dots) {
+        for (int e = 0; e < D; e += 8) {
+          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_loadu_ps(go + e),
+                                                       _mm256_loadu_ps(x + e)));
+        }
+      }
+    }
+    if (dots) _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
+  }
+}
+
+}  // namespace cpu
+}  // namespace ops_dcnv3
+#endif
