@@ -43,8 +43,6 @@ import torch._inductor.config
 import torch.nn.functional as F
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, ROOT)
 
 INTERNIMAGE_CFG = osp.join(ROOT, 'configs', 'mmpretrain',
                            'internimage-t_8xb128_in1k-224px.py')
