@@ -6,7 +6,7 @@ Sampling locations come from the real modules: the model runs once with
 forward pre-hooks that keep the input of the chosen DCNv3 layers; each
 layer's own ``dw_conv``, ``offset`` and ``mask`` then predict its offsets and
 mask logits (softmaxed over the points of each group, as the module does),
-and the locations follow ``shared/DCNV3_SPEC.md`` with the module's kernel
+and the locations follow ``docs/dcnv3_op.md`` with the module's kernel
 size, stride, padding, dilation, offset_scale and remove_center. A level's
 pixel coordinates map to image pixels through the stem's and the
 downsampling layers' convolutions (:func:`conv_to_image`).

@@ -677,7 +677,7 @@ def random_case(seed):
 
 def sampling_locations(case, off):
     """(x, y) of every point, (N, Ho, Wo, G, P) each, as the kernels compute
-    them (shared/DCNV3_SPEC.md)."""
+    them (docs/dcnv3_op.md)."""
     n, ho, wo, _ = off.shape
     dx, dy = kernel_points(case.kernel_h, case.kernel_w, case.dilation_h,
                            case.dilation_w, case.remove_center, off.dtype)

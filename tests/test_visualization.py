@@ -36,7 +36,7 @@ TINY = dict(channels=8, depths=[1, 1, 1, 1], groups=[1, 2, 2, 4],
 
 def spec_locations(offset, k_h, k_w, s_h, s_w, p_h, p_w, d_h, d_w, group,
                    scale, remove_center):
-    """shared/DCNV3_SPEC.md's formula, loop by loop."""
+    """docs/dcnv3_op.md's formula, loop by loop."""
     n, h_out, w_out, _ = offset.shape
     cx, cy = (d_w * (k_w - 1)) // 2, (d_h * (k_h - 1)) // 2
     points = [(kx, ky) for kx in range(k_w) for ky in range(k_h)
