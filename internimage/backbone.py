@@ -27,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ops_dcnv3.modules import DCNv3, DCNv3_pytorch
 from ops_dcnv3.modules.dcnv3 import build_act_layer, build_norm_layer
+from ops_dcnv3.modules.linear import linear
 from .checkpoint import load_backbone_weights
 
 CORE_OPS = {'DCNv3': DCNv3, 'DCNv3_pytorch': DCNv3_pytorch}
@@ -103,8 +104,10 @@ class MLPLayer(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        x = self.drop(self.act(self.fc1(x)))
-        return self.drop(self.fc2(x))
+        # fc1 and the activation in one oneDNN pass where it can (CPU
+        # inference, see ops_dcnv3.modules.linear).
+        x = self.drop(linear(x, self.fc1, self.act))
+        return self.drop(linear(x, self.fc2))
 
 
 class InternImageLayer(nn.Module):

@@ -7,6 +7,7 @@ from torch import nn
 
 from ..ops import dcnv3
 from ..reference import dcnv3_core_pytorch
+from .linear import linear
 
 
 class to_channels_first(nn.Module):
@@ -155,11 +156,11 @@ class DCNv3(nn.Module):
             raise ValueError(
                 f'{type(self).__name__}: input must be 4-D channels-last '
                 f'(N, H, W, {self.channels}), got shape {tuple(input.shape)}')
-        x = self.input_proj(input)
+        x = linear(input, self.input_proj)
         x_proj = x
         x1 = self.dw_conv(input.permute(0, 3, 1, 2))
-        offset = self.offset(x1)
-        mask_logits = self.mask(x1)
+        offset = linear(x1, self.offset)
+        mask_logits = linear(x1, self.mask)
         x = self._core(x, offset.type(x.dtype), mask_logits.type(x.dtype))
         if self.center_feature_scale:
             scale = self.center_feature_scale_module(
@@ -168,7 +169,7 @@ class DCNv3(nn.Module):
             scale = scale[..., None].expand(
                 *scale.shape, self.group_channels).flatten(-2)
             x = x * (1 - scale) + x_proj * scale
-        return self.output_proj(x)
+        return linear(x, self.output_proj)
 
 
 class DCNv3_pytorch(DCNv3):
