@@ -434,6 +434,35 @@ def test_mask_softmax_is_softmax_over_each_groups_points(name):
     assert g.sum(-1).abs().max() < 1e-12 and g.abs().max() > 1e-3
 
 
+@pytest.mark.parametrize('isa', ['native', 'baseline'])
+def test_fp32_mask_softmax_on_extreme_logits(isa, monkeypatch):
+    """The fp32 kernels' own exp (a polynomial, not libm's) gives
+    torch.softmax's weights over logits spread by 1e3, -inf logits (weight
+    0), all-equal groups, and a NaN logit (its whole group NaN, as
+    torch.softmax), on both instruction-set paths."""
+    if isa == 'baseline':
+        monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'baseline')
+    # 8 channels a group (the AVX2 path runs), 24 points (three vectors).
+    case = replace(CASES['k5_s2_d2_c64_center'], n=2, h=11, w=11, group=3,
+                   group_channels=8)
+    x, off, _ = case.tensors(torch.float32)
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(*off.shape[:-1], case.group, case.points, generator=gen)
+    logits[0, 0] *= 1e3  # (n, row, column, group, point)
+    logits[0, 1, :, 0, ::2] = float('-inf')
+    logits[0, 2] = 4.0
+    logits[0, 3, 0, 1] = torch.linspace(-120, 0, case.points)  # exp underflows
+    logits[-1, -1, -1, -1, 2] = float('nan')
+    logits = logits.flatten(-2)
+    out = dcnv3(x, off, logits, *case.params(), 64, case.remove_center,
+                mask_softmax=True)
+    weights = logits.unflatten(-1, (case.group, case.points)).softmax(-1).flatten(-2)
+    ref = dcnv3_core_pytorch(x, off, weights, *case.params(), case.remove_center)
+    nan = ref.isnan()
+    assert nan.any() and torch.equal(out.isnan(), nan)
+    torch.testing.assert_close(out[~nan], ref[~nan], rtol=2e-6, atol=2e-6)
+
+
 def test_mask_softmax_opcheck_and_non_contiguous_backward_fake():
     """The fake kernels match the real ones for the fused variant, and for
     strided inputs (the kernels return contiguous gradients)."""

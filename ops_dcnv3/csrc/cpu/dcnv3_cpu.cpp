@@ -36,10 +36,14 @@ namespace ops_dcnv3 {
 namespace cpu {
 namespace {
 
-// Rough cost of one unit of work, for at::parallel_for's grain size: small
-// problems stay on one thread, where the fork would cost more than it saves.
+// at::parallel_for's grain for items of a rough cost (about a nanosecond a
+// unit here): each thread gets at least ~2M units (~0.1 ms), so that small
+// calls stay on one thread. Waking a sleeping OpenMP thread costs ~60 us
+// (measured with OMP_WAIT_POLICY=PASSIVE on a 2-core host), as much as the
+// whole forward at InternImage-T's last stage.
 int64_t grain_for(int64_t cost_per_item) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, cost_per_item));
+  constexpr int64_t kMinWorkPerThread = int64_t(1) << 21;
+  return std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, cost_per_item));
 }
 
 // Whether the fp32 AVX2 path may run for this call.
@@ -62,16 +66,19 @@ struct Scratch {
   std::vector<opmath_t> grid_x, grid_y;          // kernel_point(), padded
   std::vector<index_t> index;                    // 4P, padded
   std::vector<opmath_t> weight, dx, dy;          // 4P, padded
-  std::vector<opmath_t> mask;                    // P mask weights
-  std::vector<opmath_t> dots;                    // 4P: per tap, grad_out . neighbour
-  std::vector<opmath_t> grad_mask;               // P: gradient of the mask weights
+  std::vector<opmath_t> mask;                    // P mask weights, padded
+  std::vector<opmath_t> pixel_masks;             // the forward's, per group, padded
+  std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour, padded
+  std::vector<opmath_t> grad_mask;               // gradient of the mask weights, padded
   Taps<opmath_t, index_t> taps;
 
   explicit Scratch(const Geometry& g)
       : grid_x(padded_points(g.points)), grid_y(padded_points(g.points)),
         index(4 * padded_points(g.points)),
         weight(4 * padded_points(g.points)), dx(4 * padded_points(g.points)),
-        dy(4 * padded_points(g.points)), mask(g.points), dots(4 * g.points), grad_mask(g.points) {
+        dy(4 * padded_points(g.points)), mask(padded_points(g.points)),
+        pixel_masks(int64_t(g.group) * padded_points(g.points)), dots(4 * padded_points(g.points)),
+        grad_mask(padded_points(g.points)) {
     for (int p = 0; p < g.points; ++p) {
       int kx, ky;
       kernel_point(g, p, kx, ky);
@@ -85,6 +92,8 @@ struct Scratch {
 // Step 1: the P mask weights of one (pixel, group), in opmath_t: with
 // `softmax` the softmax of the logits (max subtracted, as torch.softmax; a
 // NaN logit makes the whole group NaN, as there), else the mask as given.
+// The exponentials are summed in lanes (see lane_tree), as softmax_avx2
+// does.
 template <typename scalar_t, typename opmath_t>
 void mask_weights(const scalar_t* mask, int P, bool softmax, opmath_t* out) {
   if (!softmax) {
@@ -96,25 +105,47 @@ void mask_weights(const scalar_t* mask, int P, bool softmax, opmath_t* out) {
     const opmath_t v = static_cast<opmath_t>(mask[p]);
     top = v > top ? v : top;
   }
-  opmath_t sum = 0;
+  opmath_t part[kLanes] = {};
   for (int p = 0; p < P; ++p) {
-    out[p] = std::exp(static_cast<opmath_t>(mask[p]) - top);
-    sum += out[p];
+    out[p] = softmax_exp(static_cast<opmath_t>(mask[p]) - top);
+    part[p % kLanes] += out[p];
   }
-  for (int p = 0; p < P; ++p) out[p] /= sum;
+  const opmath_t inv = opmath_t(1) / lane_tree(part);
+  for (int p = 0; p < P; ++p) out[p] *= inv;
 }
 
-// The backward of mask_weights: the gradient of the logits (softmax) or of
-// the mask, from grad_w, the gradient of the weights.
-template <typename scalar_t, typename opmath_t>
-void mask_weights_backward(const opmath_t* w, const opmath_t* grad_w, int P,
-                           bool softmax, scalar_t* grad_mask) {
+// The last step of the backward of one (pixel, group), portable: from v,
+// the dot products of grad_out with each tap's neighbour (neighbour-major
+// like the taps, 0 for taps outside), the gradients of the P offsets
+// (interleaved x, y) and of the mask: of its weights, then of the logits
+// through the softmax (sums in lanes, see lane_tree), or of the mask as
+// given. Every tap is summed, inside or not: a tap outside adds exactly 0.
+// The operations of point_gradients_avx2, in its order.
+template <typename scalar_t, typename opmath_t, typename index_t>
+void point_gradients(const Taps<opmath_t, index_t>& taps, const opmath_t* v,
+                     const opmath_t* w, int P, opmath_t scale, bool softmax,
+                     opmath_t* grad_w, scalar_t* grad_offset, scalar_t* grad_mask) {
+  const int S = taps.stride;
+  for (int p = 0; p < P; ++p) {
+    opmath_t vm = 0, vx = 0, vy = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int t = k * S + p;
+      vm += taps.weight[t] * v[t];
+      vx += taps.dx[t] * v[t];
+      vy += taps.dy[t] * v[t];
+    }
+    grad_w[p] = vm;
+    const opmath_t a = w[p] * scale;
+    grad_offset[2 * p] = static_cast<scalar_t>(a * vx);
+    grad_offset[2 * p + 1] = static_cast<scalar_t>(a * vy);
+  }
   if (!softmax) {
     for (int p = 0; p < P; ++p) grad_mask[p] = static_cast<scalar_t>(grad_w[p]);
     return;
   }
-  opmath_t dot = 0;
-  for (int p = 0; p < P; ++p) dot += w[p] * grad_w[p];
+  opmath_t part[kLanes] = {};
+  for (int p = 0; p < P; ++p) part[p % kLanes] += w[p] * grad_w[p];
+  const opmath_t dot = lane_tree(part);
   for (int p = 0; p < P; ++p) {
     grad_mask[p] = static_cast<scalar_t>(w[p] * (grad_w[p] - dot));
   }
@@ -126,7 +157,8 @@ template <typename scalar_t, typename opmath_t, typename index_t>
 void gather(const Geometry& g, opmath_t cx, opmath_t cy,
             const opmath_t* __restrict__ gx, const opmath_t* __restrict__ gy,
             const scalar_t* __restrict__ off,
-            const Taps<opmath_t, index_t>& taps, bool derivatives) {
+            const Taps<opmath_t, index_t>& taps, bool derivatives,
+            const opmath_t* __restrict__ mask) {
   const opmath_t s = static_cast<opmath_t>(g.offset_scale);
   const opmath_t W = static_cast<opmath_t>(g.width);
   const opmath_t H = static_cast<opmath_t>(g.height);
@@ -145,7 +177,10 @@ void gather(const Geometry& g, opmath_t cx, opmath_t cy,
     const int64_t base = y0 * row + x0 * C;
     const bool ok[4] = {vy0 && vx0, vy0 && vx1, vy1 && vx0, vy1 && vx1};
     const int64_t at[4] = {base, base + C, base + row, base + row + C};
-    const opmath_t w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    opmath_t w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    if (mask) {
+      for (int k = 0; k < 4; ++k) w[k] = w[k] * mask[p];
+    }
     const opmath_t wx[4] = {-hy, hy, -ly, ly}, wy[4] = {-hx, -lx, hx, lx};
     for (int k = 0; k < 4; ++k) {
       const int t = k * taps.stride + p;
@@ -160,51 +195,44 @@ void gather(const Geometry& g, opmath_t cx, opmath_t cy,
 }
 
 // Step 3 of the forward, portable: out[0:D] = the sum over the taps inside
-// the image, in order, of (weight * mask weight) * the neighbour's
+// the image of weight (already times the mask weight) * the neighbour's
 // channels, in blocks of B channels kept in registers across all taps (a
-// fixed-size loop the compiler vectorises).
+// fixed-size loop the compiler vectorises), in two running sums, one per
+// row of neighbours (k = 0, 1 and k = 2, 3), added last: half the length of
+// the chain of dependent additions, and the order of weighted_sum_avx2.
 template <int B, typename scalar_t, typename opmath_t, typename index_t>
 __attribute__((noinline)) void weighted_sum(
-    const Taps<opmath_t, index_t>& taps, const opmath_t* __restrict__ mask,
-    int P, const scalar_t* __restrict__ in, int D, scalar_t* __restrict__ out) {
+    const Taps<opmath_t, index_t>& taps, int P, const scalar_t* __restrict__ in,
+    int D, scalar_t* __restrict__ out) {
   const index_t* __restrict__ index = taps.index;
   const opmath_t* __restrict__ weight = taps.weight;
   const int S = taps.stride;
   int d0 = 0;
   for (; d0 + B <= D; d0 += B) {
-    opmath_t acc[B] = {};
+    opmath_t acc[2][B] = {};
     for (int p = 0; p < P; ++p) {
-      for (int t = p; t < 4 * S; t += S) {
+      for (int k = 0; k < 4; ++k) {
+        const int t = k * S + p;
         if (index[t] < 0) continue;
-        const opmath_t a = weight[t] * mask[p];
+        const opmath_t a = weight[t];
         const scalar_t* v = in + index[t] + d0;
-        for (int d = 0; d < B; ++d) acc[d] += a * static_cast<opmath_t>(v[d]);
+        opmath_t* row = acc[k >> 1];
+        for (int d = 0; d < B; ++d) row[d] += a * static_cast<opmath_t>(v[d]);
       }
     }
-    for (int d = 0; d < B; ++d) out[d0 + d] = static_cast<scalar_t>(acc[d]);
+    for (int d = 0; d < B; ++d) out[d0 + d] = static_cast<scalar_t>(acc[0][d] + acc[1][d]);
   }
   for (; d0 < D; ++d0) {
-    opmath_t acc = 0;
+    opmath_t acc[2] = {};
     for (int p = 0; p < P; ++p) {
-      for (int t = p; t < 4 * S; t += S) {
+      for (int k = 0; k < 4; ++k) {
+        const int t = k * S + p;
         if (index[t] < 0) continue;
-        acc += (weight[t] * mask[p]) * static_cast<opmath_t>(in[index[t] + d0]);
+        acc[k >> 1] += weight[t] * static_cast<opmath_t>(in[index[t] + d0]);
       }
     }
-    out[d0] = static_cast<scalar_t>(acc);
+    out[d0] = static_cast<scalar_t>(acc[0] + acc[1]);
   }
-}
-
-// sum_d go[d] * v[d] in 8 lanes, then a tree over the lanes, adjacent pairs
-// first (the order of group_backward_avx2's horizontal adds).
-constexpr int kLanes = 8;
-
-template <typename opmath_t>
-inline opmath_t lane_tree(opmath_t* part) {
-  for (int width = 1; width < kLanes; width *= 2) {
-    for (int d = 0; d + width < kLanes; d += 2 * width) part[d] += part[d + width];
-  }
-  return part[0];
 }
 
 // Step 3 of the backward, portable: the twin of group_backward_avx2.
@@ -253,7 +281,7 @@ __attribute__((noinline)) void group_backward(
         }
       }
     }
-    if (dots) v[t4] = lane_tree(part);
+    if (dots) v[t] = lane_tree(part);
   }
 }
 
@@ -266,28 +294,55 @@ constexpr bool kMayUseAvx2 = DCNV3_HAVE_AVX2 && std::is_same<scalar_t, float>::v
 template <typename scalar_t, typename opmath_t, typename index_t>
 void gather_taps(bool avx2, const Geometry& g, opmath_t cx, opmath_t cy,
                  const Scratch<opmath_t, index_t>& s, const scalar_t* off,
-                 bool derivatives) {
+                 bool derivatives, const opmath_t* mask) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
     if (avx2) {
       return gather_avx2(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off,
-                         s.taps, derivatives);
+                         s.taps, derivatives, mask);
     }
   }
 #endif
-  gather(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off, s.taps, derivatives);
+  gather(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off, s.taps, derivatives,
+         mask);
+}
+
+template <typename scalar_t, typename opmath_t, typename index_t>
+void mask_weights_on(bool avx2, const scalar_t* mask, int P, bool softmax,
+                     opmath_t* out) {
+#if DCNV3_HAVE_AVX2
+  if constexpr (kMayUseAvx2<scalar_t, index_t>) {
+    if (avx2 && softmax) return softmax_avx2(mask, P, out);
+  }
+#endif
+  mask_weights(mask, P, softmax, out);
 }
 
 template <int B, typename scalar_t, typename opmath_t, typename index_t>
-void weighted_sum_on(bool avx2, const Taps<opmath_t, index_t>& taps,
-                     const opmath_t* mask, int P, const scalar_t* in, int D,
-                     scalar_t* out) {
+void weighted_sum_on(bool avx2, const Taps<opmath_t, index_t>& taps, int P,
+                     const scalar_t* in, int D, scalar_t* out) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (avx2) return weighted_sum_avx2(taps, mask, P, in, D, out);
+    if (avx2) return weighted_sum_avx2(taps, P, in, D, out);
   }
 #endif
-  weighted_sum<B>(taps, mask, P, in, D, out);
+  weighted_sum<B>(taps, P, in, D, out);
+}
+
+template <typename scalar_t, typename opmath_t, typename index_t>
+void point_gradients_on(bool avx2, const Taps<opmath_t, index_t>& taps,
+                        const opmath_t* v, const opmath_t* w, int P,
+                        opmath_t scale, bool softmax, opmath_t* grad_w,
+                        scalar_t* grad_offset, scalar_t* grad_mask) {
+#if DCNV3_HAVE_AVX2
+  if constexpr (kMayUseAvx2<scalar_t, index_t>) {
+    if (avx2) {
+      return point_gradients_avx2(taps, v, w, P, scale, softmax, grad_w,
+                                  grad_offset, grad_mask);
+    }
+  }
+#endif
+  point_gradients(taps, v, w, P, scale, softmax, grad_w, grad_offset, grad_mask);
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
@@ -325,25 +380,37 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
           const int j = static_cast<int>(q % g.w_out);
           opmath_t cx, cy;
           centre_location(g, i, j, cx, cy);
+          // Step 1 for all groups first: the groups' softmaxes are
+          // independent chains of long latency, which the CPU overlaps.
+          opmath_t* const masks = s.pixel_masks.data();
+          const int Pp = padded_points(P);
+          for (int grp = 0; grp < g.group; ++grp) {
+            mask_weights_on<scalar_t, opmath_t, index_t>(
+                avx2, mask + (q * g.group + grp) * P, P, softmax, masks + grp * Pp);
+          }
           for (int grp = 0; grp < g.group; ++grp) {
             const int64_t k0 = (q * g.group + grp) * P;
             const scalar_t* in_g = input + n * image + grp * D;
-            mask_weights(mask + k0, P, softmax, s.mask.data());
-            gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, false);
-            weighted_sum_on<B>(avx2, s.taps, s.mask.data(), P, in_g, D,
-                               output + q * C + grp * D);
+            gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, false, masks + grp * Pp);
+            weighted_sum_on<B>(avx2, s.taps, P, in_g, D, output + q * C + grp * D);
           }
         }
       });
 }
 
-// The backward pass, in one sweep. Each task owns one (image, group, channel
-// slice) of grad_input and walks the output pixels in order: tasks never
-// write the same element and every sum has a fixed order, whatever the
-// number of threads. The task holding a group's first slice also computes
-// the gradients of that group's offsets and mask (dot products over all D
-// channels, read-only; in the same sweep as the scatter when the slice is
-// the whole group).
+// The backward pass, in one sweep. Each task owns one (image, block of
+// groups, channel slice) of grad_input and walks the output pixels in order,
+// the block's groups inner: tasks never write the same element and every
+// sum has a fixed order (pixel, point, neighbour), whatever the number of
+// threads or tasks. Blocks of whole groups keep each pixel's channels
+// together, as the forward reads them: with one group a task, a task's
+// taps touch one 64-byte line of every pixel's C channels, all in the few
+// L1 sets that stride C maps to, and miss. So there are only as many blocks
+// as the threads need; channels are sliced (in multiples of 8) only when
+// images x groups cannot keep the threads busy. The task holding a group's
+// first slice also computes the gradients of that group's offsets and mask
+// (dot products over all D channels, read-only; in the same sweep as the
+// scatter when the slice is the whole group).
 template <typename scalar_t, typename index_t>
 void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                      const scalar_t* input, const scalar_t* offset,
@@ -353,65 +420,61 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
   const int D = g.group_channels, C = g.channels, P = g.points;
   const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
   const opmath_t scale = static_cast<opmath_t>(g.offset_scale);
-  // Split a group's channels (in blocks of 8) only when images x groups
-  // alone cannot keep the threads busy.
-  const int64_t tasks_wanted = 2 * at::get_num_threads();
+  const int64_t threads = at::get_num_threads();
+  const int blocks = static_cast<int>(std::min<int64_t>(
+      g.group, std::max<int64_t>(1, (threads + g.batch - 1) / g.batch)));
+  const int block = (g.group + blocks - 1) / blocks;  // groups per block
+  const int n_blocks = (g.group + block - 1) / block;
   int slices = 1;
-  while (g.batch * g.group * slices < tasks_wanted && D / (slices * 2) >= 8) {
+  while (g.batch * n_blocks * slices < threads && block == 1 &&
+         D / (slices * 2) >= 8) {
     slices *= 2;
   }
   const int slice = (D + slices - 1) / slices;
   const bool avx2 = kMayUseAvx2<scalar_t, index_t> && use_avx2(g);
+  const int64_t task_cost =
+      int64_t(g.h_out) * g.w_out * block * P * (8 * slice + 64);
   at::parallel_for(
-      0, g.batch * g.group * slices, 1, [&](int64_t begin, int64_t end) {
+      0, g.batch * n_blocks * slices, grain_for(task_cost),
+      [&](int64_t begin, int64_t end) {
         Scratch<opmath_t, index_t> s(g);
         std::vector<opmath_t> go_buffer(D);
         for (int64_t task = begin; task < end; ++task) {
-          const int64_t n = task / (int64_t(g.group) * slices);
-          const int grp = static_cast<int>((task / slices) % g.group);
+          const int64_t n = task / (int64_t(n_blocks) * slices);
+          const int first = static_cast<int>((task / slices) % n_blocks) * block;
+          const int last = std::min(g.group, first + block);
           const int part = static_cast<int>(task % slices);
           const int d_begin = part * slice;
           const int d_end = std::min(D, d_begin + slice);
           const bool dots = part == 0;
-          const scalar_t* in_g = input + n * image + grp * D;
-          opmath_t* gin_g = grad_input + n * image + grp * D;
           for (int i = 0; i < g.h_out; ++i) {
             for (int j = 0; j < g.w_out; ++j) {
               const int64_t q = (n * g.h_out + i) * g.w_out + j;
-              const int64_t k0 = (q * g.group + grp) * P;
-              const scalar_t* go_q = grad_out + q * C + grp * D;
-              const opmath_t* go;
-              if constexpr (std::is_same<scalar_t, opmath_t>::value) {
-                go = go_q;
-              } else {
-                for (int d = 0; d < D; ++d) go_buffer[d] = static_cast<opmath_t>(go_q[d]);
-                go = go_buffer.data();
-              }
               opmath_t cx, cy;
               centre_location(g, i, j, cx, cy);
-              const opmath_t* m = s.mask.data();
-              mask_weights(mask + k0, P, softmax, s.mask.data());
-              gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, dots);
-              group_backward_on(avx2, s.taps, m, P, go, in_g, gin_g, D,
-                                d_begin, d_end, dots, s.dots.data());
-              if (!dots) continue;
-              const Taps<opmath_t, index_t>& taps = s.taps;
-              const opmath_t* v = s.dots.data();
-              for (int p = 0; p < P; ++p) {
-                opmath_t vm = 0, vx = 0, vy = 0;
-                for (int k = 0; k < 4; ++k) {
-                  const int t = k * taps.stride + p;
-                  if (taps.index[t] < 0) continue;
-                  vm += taps.weight[t] * v[4 * p + k];
-                  vx += taps.dx[t] * v[4 * p + k];
-                  vy += taps.dy[t] * v[4 * p + k];
+              for (int grp = first; grp < last; ++grp) {
+                const int64_t k0 = (q * g.group + grp) * P;
+                const scalar_t* go_q = grad_out + q * C + grp * D;
+                const opmath_t* go;
+                if constexpr (std::is_same<scalar_t, opmath_t>::value) {
+                  go = go_q;
+                } else {
+                  for (int d = 0; d < D; ++d) go_buffer[d] = static_cast<opmath_t>(go_q[d]);
+                  go = go_buffer.data();
                 }
-                s.grad_mask[p] = vm;
-                grad_offset[2 * (k0 + p)] = static_cast<scalar_t>(m[p] * scale * vx);
-                grad_offset[2 * (k0 + p) + 1] = static_cast<scalar_t>(m[p] * scale * vy);
+                const opmath_t* m = s.mask.data();
+                mask_weights_on<scalar_t, opmath_t, index_t>(avx2, mask + k0, P, softmax,
+                                                           s.mask.data());
+                gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, dots,
+                            static_cast<const opmath_t*>(nullptr));
+                group_backward_on(avx2, s.taps, m, P, go, input + n * image + grp * D,
+                                  grad_input + n * image + grp * D, D, d_begin, d_end,
+                                  dots, s.dots.data());
+                if (!dots) continue;
+                point_gradients_on<scalar_t>(avx2, s.taps, s.dots.data(), m, P, scale,
+                                             softmax, s.grad_mask.data(),
+                                             grad_offset + 2 * k0, grad_mask + k0);
               }
-              mask_weights_backward(m, s.grad_mask.data(), P, softmax,
-                                    grad_mask + k0);
             }
           }
         }

@@ -9,7 +9,9 @@
 // tests compare them.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "../dcnv3_common.h"
 
@@ -42,30 +44,99 @@ struct Taps {
 
 inline int padded_points(int points) { return (points + 7) / 8 * 8; }
 
+// Sums of P values are taken in 8 lanes (value p into lane p % 8, in
+// order), then over the lanes by this tree, adjacent pairs first: the order
+// of an AVX2 horizontal add, so that both instruction sets give one answer.
+constexpr int kLanes = 8;
+
+template <typename opmath_t>
+inline opmath_t lane_tree(opmath_t* part) {
+  for (int width = 1; width < kLanes; width *= 2) {
+    for (int d = 0; d + width < kLanes; d += 2 * width) part[d] += part[d + width];
+  }
+  return part[0];
+}
+
+// exp(x) for the mask softmax, where x = logit - max logit <= 0: Cody-Waite
+// range reduction to r in [-ln2/2, ln2/2], a degree-7 polynomial in Horner
+// form (the classic single-precision minimax coefficients, within 2 ulp of
+// expf), scaled by 2^n through the exponent bits. x is clamped at -87
+// (exp(-87) = 1.6e-38, next to the normal minimum), which no softmax over
+// weights that sum to 1 can tell from 0; NaN comes back as NaN. Written as
+// plain multiplies and adds, without FMA, so that exp_avx2 reproduces it
+// bit for bit; it replaces the libm call, which cost as much as the
+// sampling itself.
+namespace expf_poly {
+constexpr float kMin = -87.f;
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f,
+                kP2 = 8.3334519073e-3f, kP3 = 4.1665795894e-2f,
+                kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
+}  // namespace expf_poly
+
+inline float softmax_exp(float x) {
+  using namespace expf_poly;
+  if (x != x) return x;
+  x = kMin > x ? kMin : x;
+  const float n = std::floor(x * kLog2e + 0.5f);
+  float r = x - n * kLn2Hi;
+  r = r - n * kLn2Lo;
+  float y = kP0 * r + kP1;
+  y = y * r + kP2;
+  y = y * r + kP3;
+  y = y * r + kP4;
+  y = y * r + kP5;
+  y = y * (r * r) + r;
+  y = y + 1.f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+inline double softmax_exp(double x) { return std::exp(x); }
+
 #if DCNV3_HAVE_AVX2
 // True when the CPU can run the functions below.
 bool cpu_has_avx2();
 
+// The P softmax weights of one (pixel, group)'s mask logits, as the
+// portable mask_weights(softmax=true) computes them; `out` has room for
+// padded_points(P) values.
+void softmax_avx2(const float* logits, int P, float* out);
+
 // The taps of one (pixel, group) whose kernel centre is at (cx, cy); grid_x
 // and grid_y are kernel_point()'s offsets, zero-padded to padded_points().
-// dx and dy are written only with `derivatives`. Needs image offsets below
-// 2^31 elements.
+// dx and dy are written only with `derivatives`. With `mask` (the forward,
+// padded_points() values), each weight comes out multiplied by its point's
+// mask weight. Needs image offsets below 2^31 elements.
 void gather_avx2(const Geometry& g, float cx, float cy, const float* grid_x,
                  const float* grid_y, const float* offset,
-                 const Taps<float, int32_t>& taps, bool derivatives);
+                 const Taps<float, int32_t>& taps, bool derivatives,
+                 const float* mask);
 
-// out[0:D] = sum over the taps (p, k) inside the image, in order, of
-// (weight * mask[p]) * in[index + d]; D a multiple of 8.
-void weighted_sum_avx2(const Taps<float, int32_t>& taps, const float* mask,
-                       int P, const float* in, int D, float* out);
+// out[0:D] = the sum over the taps (p, k) inside the image of weight *
+// in[index + d] (weights already multiplied by the mask), in two running
+// sums, one per row of neighbours (k = 0, 1 and k = 2, 3), each in point
+// order, added last; D a multiple of 8.
+void weighted_sum_avx2(const Taps<float, int32_t>& taps, int P,
+                       const float* in, int D, float* out);
 
 // The backward of one (pixel, group): for each tap (p, k) inside the image,
 // with a = weight * mask[p], gin[index + d] += a * go[d] for d in [d_begin,
-// d_end), and, with `dots`, v[4p + k] = sum_d go[d] * in[index + d] over all
-// D channels (0 for taps outside). D a multiple of 8.
+// d_end), and, with `dots`, v[k * stride + p] = sum_d go[d] * in[index + d]
+// over all D channels (0 for taps outside). D a multiple of 8.
 void group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
                          int P, const float* go, const float* in, float* gin,
                          int D, int d_begin, int d_end, bool dots, float* v);
+
+// The gradients of one (pixel, group)'s offsets and mask from the dot
+// products v of group_backward_avx2, as the portable point_gradients;
+// w (the mask weights), v and grad_w (scratch) hold padded_points(P) values.
+void point_gradients_avx2(const Taps<float, int32_t>& taps, const float* v,
+                          const float* w, int P, float scale, bool softmax,
+                          float* grad_w, float* grad_offset, float* grad_mask);
 #endif
 
 }  // namespace cpu

@@ -11,6 +11,8 @@
 #if DCNV3_HAVE_AVX2
 #include <immintrin.h>
 
+#include <cmath>
+
 #define DCNV3_TARGET_AVX2 __attribute__((target("avx2")))
 
 namespace ops_dcnv3 {
@@ -38,12 +40,79 @@ DCNV3_TARGET_AVX2 bool cpu_has_avx2() {
   return supported;
 }
 
+// exp_avx2 is softmax_exp (dcnv3_cpu.h) on 8 lanes, operation for operation.
+DCNV3_TARGET_AVX2 inline __m256 exp_avx2(__m256 x) {
+  using namespace expf_poly;
+  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  x = _mm256_max_ps(x, _mm256_set1_ps(kMin));
+  // 0 where NaN, so that the conversion below stays defined; put back last.
+  x = _mm256_andnot_ps(nan, x);
+  const __m256 n = _mm256_floor_ps(
+      _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(kLn2Hi)));
+  r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(kLn2Lo)));
+  __m256 y = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(kP0), r), _mm256_set1_ps(kP1));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(kP2));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(kP3));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(kP4));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(kP5));
+  y = _mm256_add_ps(_mm256_mul_ps(y, _mm256_mul_ps(r, r)), r);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.f));
+  const __m256i bits = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+  return _mm256_blendv_ps(y, _mm256_set1_ps(NAN), nan);
+}
+
+// The sum of the 8 lanes in lane_tree's order, in every lane.
+DCNV3_TARGET_AVX2 inline __m256 lane_tree_avx2(__m256 v) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(v, v), _mm256_hadd_ps(v, v));
+  return _mm256_broadcastss_ps(
+      _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+// The max of the 8 lanes, in every lane (exact in any order).
+DCNV3_TARGET_AVX2 inline __m256 lane_max_avx2(__m256 v) {
+  v = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
+  v = _mm256_max_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
+  return _mm256_max_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int P,
+                                    float* __restrict__ out) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 first = _mm256_set1_ps(logits[0]);
+  // The max; lanes past P hold the first logit.
+  __m256 top = first;
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+    const __m256 v = _mm256_blendv_ps(first, _mm256_maskload_ps(logits + p0, live),
+                                      _mm256_castsi256_ps(live));
+    top = _mm256_max_ps(v, top);
+  }
+  top = lane_max_avx2(top);
+  __m256 sum = _mm256_setzero_ps();
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+    const __m256 e = _mm256_and_ps(
+        exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(logits + p0, live), top)),
+        _mm256_castsi256_ps(live));
+    _mm256_storeu_ps(out + p0, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), lane_tree_avx2(sum));
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    _mm256_storeu_ps(out + p0, _mm256_mul_ps(_mm256_loadu_ps(out + p0), inv));
+  }
+}
+
 DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
                                    const float* __restrict__ gx,
                                    const float* __restrict__ gy,
                                    const float* __restrict__ off,
                                    const Taps<float, int32_t>& taps,
-                                   bool derivatives) {
+                                   bool derivatives,
+                                   const float* __restrict__ mask) {
   const int P = g.points, S = taps.stride;
   const __m256 s = _mm256_set1_ps(static_cast<float>(g.offset_scale));
   const __m256 vcx = _mm256_set1_ps(cx), vcy = _mm256_set1_ps(cy);
@@ -88,11 +157,20 @@ DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
     const __m256 vy1 = _mm256_and_ps(inside, _mm256_cmp_ps(_mm256_add_ps(fy, one), H, _CMP_LT_OQ));
     const __m256 v00 = _mm256_and_ps(vy0, vx0), v01 = _mm256_and_ps(vy0, vx1);
     const __m256 v10 = _mm256_and_ps(vy1, vx0), v11 = _mm256_and_ps(vy1, vx1);
+    __m256 w00 = _mm256_mul_ps(hy, hx), w01 = _mm256_mul_ps(hy, lx);
+    __m256 w10 = _mm256_mul_ps(ly, hx), w11 = _mm256_mul_ps(ly, lx);
+    if (mask) {
+      const __m256 m = _mm256_loadu_ps(mask + p0);
+      w00 = _mm256_mul_ps(w00, m);
+      w01 = _mm256_mul_ps(w01, m);
+      w10 = _mm256_mul_ps(w10, m);
+      w11 = _mm256_mul_ps(w11, m);
+    }
     float* const w = taps.weight + p0;
-    _mm256_storeu_ps(w, _mm256_mul_ps(hy, hx));
-    _mm256_storeu_ps(w + S, _mm256_mul_ps(hy, lx));
-    _mm256_storeu_ps(w + 2 * S, _mm256_mul_ps(ly, hx));
-    _mm256_storeu_ps(w + 3 * S, _mm256_mul_ps(ly, lx));
+    _mm256_storeu_ps(w, w00);
+    _mm256_storeu_ps(w + S, w01);
+    _mm256_storeu_ps(w + 2 * S, w10);
+    _mm256_storeu_ps(w + 3 * S, w11);
     if (derivatives) {
       float* const wx = taps.dx + p0;
       float* const wy = taps.dy + p0;
@@ -118,37 +196,42 @@ DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
 }
 
 DCNV3_TARGET_AVX2 void weighted_sum_avx2(const Taps<float, int32_t>& taps,
-                                         const float* __restrict__ mask, int P,
-                                         const float* __restrict__ in, int D,
-                                         float* __restrict__ out) {
+                                         int P, const float* __restrict__ in,
+                                         int D, float* __restrict__ out) {
   const int32_t* __restrict__ index = taps.index;
   const float* __restrict__ weight = taps.weight;
   const int S = taps.stride;
   int d0 = 0;
   for (; d0 + 16 <= D; d0 += 16) {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    // [row][half]: two rows of neighbours, two halves of 8 channels.
+    __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
+                        {_mm256_setzero_ps(), _mm256_setzero_ps()}};
     for (int p = 0; p < P; ++p) {
-      for (int t = p; t < 4 * S; t += S) {
+      for (int k = 0; k < 4; ++k) {
+        const int t = k * S + p;
         if (index[t] < 0) continue;
-        const __m256 w = _mm256_set1_ps(weight[t] * mask[p]);
+        const __m256 w = _mm256_broadcast_ss(weight + t);
         const float* v = in + index[t] + d0;
-        acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(w, _mm256_loadu_ps(v)));
-        acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(w, _mm256_loadu_ps(v + 8)));
+        __m256* a = acc[k >> 1];
+        a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(w, _mm256_loadu_ps(v)));
+        a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(w, _mm256_loadu_ps(v + 8)));
       }
     }
-    _mm256_storeu_ps(out + d0, acc0);
-    _mm256_storeu_ps(out + d0 + 8, acc1);
+    _mm256_storeu_ps(out + d0, _mm256_add_ps(acc[0][0], acc[1][0]));
+    _mm256_storeu_ps(out + d0 + 8, _mm256_add_ps(acc[0][1], acc[1][1]));
   }
   for (; d0 < D; d0 += 8) {
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int p = 0; p < P; ++p) {
-      for (int t = p; t < 4 * S; t += S) {
+      for (int k = 0; k < 4; ++k) {
+        const int t = k * S + p;
         if (index[t] < 0) continue;
-        const __m256 w = _mm256_set1_ps(weight[t] * mask[p]);
-        acc = _mm256_add_ps(acc, _mm256_mul_ps(w, _mm256_loadu_ps(in + index[t] + d0)));
+        const __m256 w = _mm256_broadcast_ss(weight + t);
+        acc[k >> 1] = _mm256_add_ps(acc[k >> 1],
+                                    _mm256_mul_ps(w, _mm256_loadu_ps(in + index[t] + d0)));
       }
     }
-    _mm256_storeu_ps(out + d0, acc);
+    _mm256_storeu_ps(out + d0, _mm256_add_ps(acc[0], acc[1]));
   }
 }
 
@@ -192,7 +275,66 @@ DCNV3_TARGET_AVX2 void group_backward_avx2(
         }
       }
     }
-    if (dots) _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
+    if (dots) {  // neighbour-major, like the taps
+      alignas(16) float sums[4];
+      _mm_store_ps(sums, tree_sums(acc[0], acc[1], acc[2], acc[3]));
+      for (int k = 0; k < 4; ++k) v[k * S + p] = sums[k];
+    }
+  }
+}
+
+DCNV3_TARGET_AVX2 void point_gradients_avx2(
+    const Taps<float, int32_t>& taps, const float* __restrict__ v,
+    const float* __restrict__ w, int P, float scale, bool softmax,
+    float* __restrict__ grad_w, float* __restrict__ grad_offset,
+    float* __restrict__ grad_mask) {
+  const int S = taps.stride;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    __m256 vm = _mm256_setzero_ps(), vx = vm, vy = vm;
+    for (int k = 0; k < 4; ++k) {
+      const int t = k * S + p0;
+      const __m256 vt = _mm256_loadu_ps(v + t);
+      vm = _mm256_add_ps(vm, _mm256_mul_ps(_mm256_loadu_ps(taps.weight + t), vt));
+      vx = _mm256_add_ps(vx, _mm256_mul_ps(_mm256_loadu_ps(taps.dx + t), vt));
+      vy = _mm256_add_ps(vy, _mm256_mul_ps(_mm256_loadu_ps(taps.dy + t), vt));
+    }
+    _mm256_storeu_ps(grad_w + p0, vm);
+    const __m256 a = _mm256_mul_ps(_mm256_loadu_ps(w + p0), vscale);
+    const __m256 gx = _mm256_mul_ps(a, vx), gy = _mm256_mul_ps(a, vy);
+    // (x0 y0 x1 y1 ...): points 0-3, then 4-7.
+    const __m256 lo = _mm256_unpacklo_ps(gx, gy), hi = _mm256_unpackhi_ps(gx, gy);
+    const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20);
+    const __m256 second = _mm256_permute2f128_ps(lo, hi, 0x31);
+    float* o = grad_offset + 2 * p0;
+    if (P - p0 >= 8) {
+      _mm256_storeu_ps(o, first);
+      _mm256_storeu_ps(o + 8, second);
+    } else {
+      const __m256i n = _mm256_set1_epi32(2 * (P - p0));
+      _mm256_maskstore_ps(o, _mm256_cmpgt_epi32(n, lane), first);
+      _mm256_maskstore_ps(o + 8, _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8))),
+                          second);
+    }
+  }
+  if (!softmax) {
+    for (int p = 0; p < P; ++p) grad_mask[p] = grad_w[p];
+    return;
+  }
+  __m256 dot = _mm256_setzero_ps();
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    const __m256 live = _mm256_castsi256_ps(
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane));
+    dot = _mm256_add_ps(dot, _mm256_and_ps(live, _mm256_mul_ps(_mm256_loadu_ps(w + p0),
+                                                               _mm256_loadu_ps(grad_w + p0))));
+  }
+  dot = lane_tree_avx2(dot);
+  for (int p0 = 0; p0 < P; p0 += 8) {
+    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+    _mm256_maskstore_ps(grad_mask + p0, live,
+                        _mm256_mul_ps(_mm256_loadu_ps(w + p0),
+                                      _mm256_sub_ps(_mm256_loadu_ps(grad_w + p0), dot)));
   }
 }
 
