@@ -89,3 +89,28 @@ def test_dcnv3_block_is_unchanged_by_the_route(monkeypatch):
         monkeypatch.setattr(fused, '_LINEAR_POINTWISE', None)
         slow = block(x)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_inference_keeps_the_route_and_the_answer():
+    """torch.compile(fullgraph=True) traces through the oneDNN op (no graph
+    break) and gives the eager answer; torch.export records aten.linear."""
+    torch.manual_seed(0)
+    fc, act = _fc(), nn.GELU()
+    x = torch.randn(4, 24)
+    with torch.no_grad():
+        compiled = torch.compile(lambda t: fused.linear(t, fc, act), fullgraph=True,
+                                 backend='aot_eager')
+        torch.testing.assert_close(compiled(x), act(fc(x)), rtol=1e-5, atol=1e-5)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.act = fc, act
+
+        def forward(self, t):
+            return fused.linear(t, self.fc, self.act)
+
+    with torch.no_grad():
+        graph = torch.export.export(Block(), (x, )).graph
+    targets = {str(n.target) for n in graph.nodes if n.op == 'call_function'}
+    assert any('linear' in t and 'mkldnn' not in t for t in targets), targets

@@ -14,9 +14,11 @@ MKL (``tools/benchmark_models.py`` shows the whole model).
 modules (up to the GEMM's rounding) and nothing is lost: fp32 or bf16 CPU
 tensors, no gradient asked for (the oneDNN op has no autograd formula), no
 hooks on the modules (hooks would not fire), and not while tracing,
-scripting, exporting to ONNX or compiling (those see ``F.linear``, which
-they know how to count, export and fuse). Everywhere else it calls the
-modules.
+scripting or exporting (``torch.jit``, ONNX, ``torch.export``: those see
+``F.linear``, which they know how to count and export). ``torch.compile``
+of an inference graph keeps the oneDNN op (inductor has a lowering for it
+and fuses the elementwise ops around it); a graph that needs gradients gets
+``F.linear``. Everywhere else it calls the modules.
 """
 import torch
 from torch import nn
@@ -68,7 +70,7 @@ def uses_onednn(x, fc, act=None):
             and _no_hooks(fc)
             and not torch.jit.is_scripting()
             and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
             and not torch.onnx.is_in_onnx_export()
             and _fusable_activation(act) is not None)
 
