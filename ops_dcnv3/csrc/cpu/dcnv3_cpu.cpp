@@ -41,9 +41,16 @@ namespace {
 // calls stay on one thread. Waking a sleeping OpenMP thread costs ~60 us
 // (measured with OMP_WAIT_POLICY=PASSIVE on a 2-core host), as much as the
 // whole forward at InternImage-T's last stage.
+// With OpenMP's default wait policy the threads spin a while after each
+// parallel region and a fork costs a few microseconds: ~128K units suffice.
 int64_t grain_for(int64_t cost_per_item) {
-  constexpr int64_t kMinWorkPerThread = int64_t(1) << 21;
-  return std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, cost_per_item));
+  static const int64_t min_work_per_thread = [] {
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    const bool passive = policy && (std::strcmp(policy, "PASSIVE") == 0 ||
+                                    std::strcmp(policy, "passive") == 0);
+    return passive ? int64_t(1) << 21 : int64_t(1) << 17;
+  }();
+  return std::max<int64_t>(1, min_work_per_thread / std::max<int64_t>(1, cost_per_item));
 }
 
 // Whether the fp32 AVX2 path may run for this call.
@@ -66,8 +73,7 @@ struct Scratch {
   std::vector<opmath_t> grid_x, grid_y;          // kernel_point(), padded
   std::vector<index_t> index;                    // 4P, padded
   std::vector<opmath_t> weight, dx, dy;          // 4P, padded
-  std::vector<opmath_t> mask;                    // P mask weights, padded
-  std::vector<opmath_t> pixel_masks;             // the forward's, per group, padded
+  std::vector<opmath_t> pixel_masks;             // P mask weights a group, padded
   std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour, padded
   std::vector<opmath_t> grad_mask;               // gradient of the mask weights, padded
   Taps<opmath_t, index_t> taps;
@@ -76,9 +82,9 @@ struct Scratch {
       : grid_x(padded_points(g.points)), grid_y(padded_points(g.points)),
         index(4 * padded_points(g.points)),
         weight(4 * padded_points(g.points)), dx(4 * padded_points(g.points)),
-        dy(4 * padded_points(g.points)), mask(padded_points(g.points)),
-        pixel_masks(int64_t(g.group) * padded_points(g.points)), dots(4 * padded_points(g.points)),
-        grad_mask(padded_points(g.points)) {
+        dy(4 * padded_points(g.points)),
+        pixel_masks(int64_t(g.group) * padded_points(g.points)),
+        dots(4 * padded_points(g.points)), grad_mask(padded_points(g.points)) {
     for (int p = 0; p < g.points; ++p) {
       int kx, ky;
       kernel_point(g, p, kx, ky);
@@ -452,6 +458,14 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
               const int64_t q = (n * g.h_out + i) * g.w_out + j;
               opmath_t cx, cy;
               centre_location(g, i, j, cx, cy);
+              // Step 1 for the block's groups first, as in the forward.
+              opmath_t* const masks = s.pixel_masks.data();
+              const int Pp = padded_points(P);
+              for (int grp = first; grp < last; ++grp) {
+                mask_weights_on<scalar_t, opmath_t, index_t>(
+                    avx2, mask + (q * g.group + grp) * P, P, softmax,
+                    masks + (grp - first) * Pp);
+              }
               for (int grp = first; grp < last; ++grp) {
                 const int64_t k0 = (q * g.group + grp) * P;
                 const scalar_t* go_q = grad_out + q * C + grp * D;
@@ -462,9 +476,7 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                   for (int d = 0; d < D; ++d) go_buffer[d] = static_cast<opmath_t>(go_q[d]);
                   go = go_buffer.data();
                 }
-                const opmath_t* m = s.mask.data();
-                mask_weights_on<scalar_t, opmath_t, index_t>(avx2, mask + k0, P, softmax,
-                                                           s.mask.data());
+                const opmath_t* m = masks + (grp - first) * Pp;
                 gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, dots,
                             static_cast<const opmath_t*>(nullptr));
                 group_backward_on(avx2, s.taps, m, P, go, input + n * image + grp * D,
