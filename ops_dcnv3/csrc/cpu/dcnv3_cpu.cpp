@@ -417,6 +417,8 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
 // first slice also computes the gradients of that group's offsets and mask
 // (dot products over all D channels, read-only; in the same sweep as the
 // scatter when the slice is the whole group).
+constexpr int kStrip = 32;  // output columns a strip (backward_kernel)
+
 template <typename scalar_t, typename index_t>
 void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                      const scalar_t* input, const scalar_t* offset,
@@ -453,8 +455,13 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
           const int d_begin = part * slice;
           const int d_end = std::min(D, d_begin + slice);
           const bool dots = part == 0;
+          // Output columns in strips of kStrip, rows inside a strip: the
+          // taps of the next row then hit the lines the last row brought
+          // into L1 (row by row over a wide image, they are a whole row of
+          // pixels away). A fixed order, whatever the thread count.
+          for (int j0 = 0; j0 < g.w_out; j0 += kStrip)
           for (int i = 0; i < g.h_out; ++i) {
-            for (int j = 0; j < g.w_out; ++j) {
+            for (int j = j0; j < std::min(g.w_out, j0 + kStrip); ++j) {
               const int64_t q = (n * g.h_out + i) * g.w_out + j;
               opmath_t cx, cy;
               centre_location(g, i, j, cx, cy);
