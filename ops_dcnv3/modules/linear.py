@@ -58,9 +58,10 @@ def _fusable_activation(act):
     return spec
 
 
-def uses_onednn(x, fc, act=None):
-    """Whether :func:`linear` takes the oneDNN route for these arguments."""
-    return (_LINEAR_POINTWISE is not None
+def _onednn_activation(x, fc, act):
+    """oneDNN's (attr, algorithm) for ``act`` where :func:`linear` takes
+    the oneDNN route for these arguments, else None."""
+    if not (_LINEAR_POINTWISE is not None
             and x.device.type == 'cpu'
             and x.dtype in (torch.float32, torch.bfloat16)
             and fc.weight.dtype == x.dtype
@@ -71,19 +72,25 @@ def uses_onednn(x, fc, act=None):
             and not torch.jit.is_scripting()
             and not torch.jit.is_tracing()
             and not torch.compiler.is_exporting()
-            and not torch.onnx.is_in_onnx_export()
-            and _fusable_activation(act) is not None)
+            and not torch.onnx.is_in_onnx_export()):
+        return None
+    return _fusable_activation(act)
+
+
+def uses_onednn(x, fc, act=None):
+    """Whether :func:`linear` takes the oneDNN route for these arguments."""
+    return _onednn_activation(x, fc, act) is not None
 
 
 def linear(x, fc, act=None):
     """``act(fc(x))`` (``fc(x)`` when ``act`` is None) for an ``nn.Linear``
     ``fc`` and an activation module ``act``; on oneDNN in one pass where
     :func:`uses_onednn` allows, else through the modules."""
-    if not uses_onednn(x, fc, act):
+    spec = _onednn_activation(x, fc, act)
+    if spec is None:
         y = fc(x)
         return y if act is None else act(y)
-    attr, algorithm = _fusable_activation(act)
-    return _LINEAR_POINTWISE(x, fc.weight, fc.bias, attr, [], algorithm)
+    return _LINEAR_POINTWISE(x, fc.weight, fc.bias, spec[0], [], spec[1])
 
 
 __all__ = ['linear', 'uses_onednn']

@@ -11,8 +11,8 @@
 //   2. gather (or gather_avx2): the 4P bilinear taps of the P points;
 //   3. forward: weighted_sum (or weighted_sum_avx2) of the taps inside the
 //      image; backward: group_backward (or group_backward_avx2), the scatter
-//      into grad_input and the dot products that give the offset and mask
-//      gradients.
+//      into grad_input and the dot products, then point_gradients (or
+//      point_gradients_avx2), the offset and mask gradients from them.
 // The AVX2 versions (dcnv3_cpu_avx2.cpp) run for fp32 with group_channels
 // a multiple of 8 where the CPU has AVX2; OPS_DCNV3_CPU_ISA=baseline forces
 // the portable code, which gives the same bits.
@@ -40,9 +40,9 @@ namespace {
 // unit here): each thread gets at least ~2M units (~0.1 ms), so that small
 // calls stay on one thread. Waking a sleeping OpenMP thread costs ~60 us
 // (measured with OMP_WAIT_POLICY=PASSIVE on a 2-core host), as much as the
-// whole forward at InternImage-T's last stage.
-// With OpenMP's default wait policy the threads spin a while after each
-// parallel region and a fork costs a few microseconds: ~128K units suffice.
+// whole forward at InternImage-T's last stage. With OpenMP's default wait
+// policy the threads spin a while after each parallel region and a fork
+// costs a few microseconds: there ~128K units suffice.
 int64_t grain_for(int64_t cost_per_item) {
   static const int64_t min_work_per_thread = [] {
     const char* policy = std::getenv("OMP_WAIT_POLICY");
