@@ -9,7 +9,8 @@ Builds, with random weights:
   inference graphs with inductor's ``freezing``, PyTorch's setting for CPU
   inference, which folds the weights into the graph as constants, so it is
   for models whose weights no longer change; here it only affects timing;
-  ``--no-freezing`` turns it off);
+  ``--no-freezing`` turns it off; under ``OMP_WAIT_POLICY=PASSIVE``
+  with inductor's ``cpp.min_chunk_size`` raised, see ``--min-chunk-size``);
 - the same model on the pure-PyTorch DCNv3 core (``core_op='DCNv3_pytorch'``);
 - mmpretrain's ConvNeXt-T and Swin-T from mmpretrain's own model configs
   (``convnext/convnext-tiny_32xb128_in1k.py``,
@@ -65,6 +66,16 @@ TASKS = {
 }
 DETECTION_SIZE = (800, 1344)
 BASELINE = 'convnext-t'
+# Inductor runs a generated CPU kernel on several threads from 2 x
+# cpp.min_chunk_size elements (512 by default). Under passive OpenMP waits
+# every parallel region wakes a sleeping thread (~60 us on this project's
+# 2-core host, the cost of ~100K elements of a fused LayerNorm), so small
+# kernels are better left on one thread there.
+PASSIVE_MIN_CHUNK_SIZE = 131072
+
+
+def passive_waits():
+    return os.environ.get('OMP_WAIT_POLICY', '').upper() == 'PASSIVE'
 
 
 def mmpretrain_config(relative):
@@ -75,8 +86,9 @@ def mmpretrain_config(relative):
     return path
 
 
-def build(name):
-    """The classifier ``name`` (random weights), in train mode."""
+def build(name, compile_options=None):
+    """The classifier ``name`` (random weights), in train mode;
+    ``compile_options`` are inductor's, for the compiled model."""
     from mmengine.config import Config
     from mmpretrain.registry import MODELS as REGISTRY
     from mmpretrain.utils import register_all_modules
@@ -92,7 +104,8 @@ def build(name):
     cfg.pop('train_cfg', None)  # batch augments need labels; not timed here
     model = REGISTRY.build(cfg)  # PyTorch's default initialisation
     if name.endswith('compiled'):
-        model.backbone = torch.compile(model.backbone, fullgraph=True)
+        model.backbone = torch.compile(model.backbone, fullgraph=True,
+                                       options=compile_options)
     return model
 
 
@@ -150,8 +163,10 @@ def run(args):
     torch._inductor.config.freezing = args.freezing
     cells = {}  # (model, task) -> callable
     warmup = {}
+    options = ({'cpp.min_chunk_size': args.min_chunk_size}
+               if args.min_chunk_size else None)
     for name in args.models:
-        model = build(name)
+        model = build(name, options)
         for task in args.tasks:
             _, batch, train = TASKS[task]
             cells[(name, task)] = step_fn(model, batch, train)
@@ -218,14 +233,21 @@ def main():
                         help='seconds per timing sample')
     parser.add_argument('--no-freezing', dest='freezing', action='store_false',
                         help="compile inference without inductor's freezing")
+    parser.add_argument('--min-chunk-size', type=int, default=None,
+                        help="inductor's cpp.min_chunk_size for the compiled model "
+                        f'(default: {PASSIVE_MIN_CHUNK_SIZE} under OMP_WAIT_POLICY=PASSIVE, '
+                        "else inductor's own; 0: inductor's own)")
     parser.add_argument('--json', help='also write medians and samples here')
     args = parser.parse_args()
+    if args.min_chunk_size is None:
+        args.min_chunk_size = PASSIVE_MIN_CHUNK_SIZE if passive_waits() else 0
     medians, samples, warmup = run(args)
     print(f'{platform.processor() or platform.machine()}, '
           f'{torch.get_num_threads()} torch threads, torch {torch.__version__}, '
           f'OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "unset")}, fp32, '
           f'median of {args.rounds} interleaved rounds; inductor freezing '
-          f'{"on" if args.freezing else "off"} for compiled inference')
+          f'{"on" if args.freezing else "off"} for compiled inference, '
+          f'cpp.min_chunk_size {args.min_chunk_size or "default"}')
     print()
     print(table(medians, args))
     if args.json:
