@@ -67,31 +67,33 @@ bool use_avx2(const Geometry& g) {
 #endif
 }
 
-// Per-thread scratch for one (pixel, group) at a time, sized once.
+// Per-thread scratch for the taps of one pixel's groups at a time, sized
+// once: the points of all groups in a row (stride P a group), as the offsets
+// and the mask lie in memory, so that the gather runs over whole vectors of
+// points instead of rounding each group's P up to 8.
 template <typename opmath_t, typename index_t>
 struct Scratch {
-  std::vector<opmath_t> grid_x, grid_y;          // kernel_point(), padded
-  std::vector<index_t> index;                    // 4P, padded
-  std::vector<opmath_t> weight, dx, dy;          // 4P, padded
-  std::vector<opmath_t> pixel_masks;             // P mask weights a group, padded
-  std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour, padded
-  std::vector<opmath_t> grad_mask;               // gradient of the mask weights, padded
+  int stride;                                    // of the taps, see Taps
+  std::vector<opmath_t> grid_x, grid_y;          // kernel_point() of each point
+  std::vector<index_t> index;                    // 4 per point
+  std::vector<opmath_t> weight, dx, dy;          // 4 per point
+  std::vector<opmath_t> pixel_masks;             // the mask weights
+  std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour
+  std::vector<opmath_t> grad_mask;               // of one group's mask weights
   Taps<opmath_t, index_t> taps;
 
   explicit Scratch(const Geometry& g)
-      : grid_x(padded_points(g.points)), grid_y(padded_points(g.points)),
-        index(4 * padded_points(g.points)),
-        weight(4 * padded_points(g.points)), dx(4 * padded_points(g.points)),
-        dy(4 * padded_points(g.points)),
-        pixel_masks(int64_t(g.group) * padded_points(g.points)),
-        dots(4 * padded_points(g.points)), grad_mask(padded_points(g.points)) {
-    for (int p = 0; p < g.points; ++p) {
+      : stride(padded_points(g.group * g.points) + 8),
+        grid_x(stride), grid_y(stride), index(4 * stride), weight(4 * stride),
+        dx(4 * stride), dy(4 * stride), pixel_masks(stride), dots(4 * stride),
+        grad_mask(padded_points(g.points)) {
+    for (int q = 0; q < g.group * g.points; ++q) {
       int kx, ky;
-      kernel_point(g, p, kx, ky);
-      grid_x[p] = static_cast<opmath_t>(kx);
-      grid_y[p] = static_cast<opmath_t>(ky);
+      kernel_point(g, q % g.points, kx, ky);
+      grid_x[q] = static_cast<opmath_t>(kx);
+      grid_y[q] = static_cast<opmath_t>(ky);
     }
-    taps = {index.data(), weight.data(), dx.data(), dy.data(), padded_points(g.points)};
+    taps = {index.data(), weight.data(), dx.data(), dy.data(), stride};
   }
 };
 
@@ -157,19 +159,20 @@ void point_gradients(const Taps<opmath_t, index_t>& taps, const opmath_t* v,
   }
 }
 
-// Step 2, portable: the taps of one (pixel, group) whose kernel centre is
-// at (cx, cy). The operations of gather_avx2, in its order.
+// Step 2, portable: the taps of n points of one pixel, whose kernel
+// centre is at (cx, cy), as gather_avx2 (dcnv3_cpu.h) describes. The
+// operations of gather_avx2, in its order.
 template <typename scalar_t, typename opmath_t, typename index_t>
 void gather(const Geometry& g, opmath_t cx, opmath_t cy,
             const opmath_t* __restrict__ gx, const opmath_t* __restrict__ gy,
-            const scalar_t* __restrict__ off,
+            const scalar_t* __restrict__ off, int n,
             const Taps<opmath_t, index_t>& taps, bool derivatives,
             const opmath_t* __restrict__ mask) {
   const opmath_t s = static_cast<opmath_t>(g.offset_scale);
   const opmath_t W = static_cast<opmath_t>(g.width);
   const opmath_t H = static_cast<opmath_t>(g.height);
   const int64_t C = g.channels, row = int64_t(g.width) * g.channels;
-  for (int p = 0; p < g.points; ++p) {
+  for (int p = 0; p < n; ++p) {
     opmath_t x = cx + s * (gx[p] + static_cast<opmath_t>(off[2 * p]));
     opmath_t y = cy + s * (gy[p] + static_cast<opmath_t>(off[2 * p + 1]));
     // A NaN location compares false: outside.
@@ -297,20 +300,23 @@ template <typename scalar_t, typename index_t>
 constexpr bool kMayUseAvx2 = DCNV3_HAVE_AVX2 && std::is_same<scalar_t, float>::value &&
                              std::is_same<index_t, int32_t>::value;
 
+// The taps of the points of `groups` groups of one pixel into s.taps;
+// `off` and `mask` start at the first group's.
 template <typename scalar_t, typename opmath_t, typename index_t>
 void gather_taps(bool avx2, const Geometry& g, opmath_t cx, opmath_t cy,
                  const Scratch<opmath_t, index_t>& s, const scalar_t* off,
-                 bool derivatives, const opmath_t* mask) {
+                 int groups, bool derivatives, const opmath_t* mask) {
+  const int n = groups * g.points;
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
     if (avx2) {
-      return gather_avx2(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off,
+      return gather_avx2(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off, n,
                          s.taps, derivatives, mask);
     }
   }
 #endif
-  gather(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off, s.taps, derivatives,
-         mask);
+  gather(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off, n, s.taps,
+         derivatives, mask);
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
@@ -389,16 +395,16 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
           // Step 1 for all groups first: the groups' softmaxes are
           // independent chains of long latency, which the CPU overlaps.
           opmath_t* const masks = s.pixel_masks.data();
-          const int Pp = padded_points(P);
           for (int grp = 0; grp < g.group; ++grp) {
             mask_weights_on<scalar_t, opmath_t, index_t>(
-                avx2, mask + (q * g.group + grp) * P, P, softmax, masks + grp * Pp);
+                avx2, mask + (q * g.group + grp) * P, P, softmax, masks + grp * P);
           }
+          gather_taps(avx2, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
+                      false, masks);
           for (int grp = 0; grp < g.group; ++grp) {
-            const int64_t k0 = (q * g.group + grp) * P;
-            const scalar_t* in_g = input + n * image + grp * D;
-            gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, false, masks + grp * Pp);
-            weighted_sum_on<B>(avx2, s.taps, P, in_g, D, output + q * C + grp * D);
+            weighted_sum_on<B>(avx2, s.taps.at(grp * P), P,
+                               input + n * image + grp * D,
+                               D, output + q * C + grp * D);
           }
         }
       });
@@ -467,12 +473,13 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
               centre_location(g, i, j, cx, cy);
               // Step 1 for the block's groups first, as in the forward.
               opmath_t* const masks = s.pixel_masks.data();
-              const int Pp = padded_points(P);
               for (int grp = first; grp < last; ++grp) {
                 mask_weights_on<scalar_t, opmath_t, index_t>(
                     avx2, mask + (q * g.group + grp) * P, P, softmax,
-                    masks + (grp - first) * Pp);
+                    masks + (grp - first) * P);
               }
+              gather_taps(avx2, g, cx, cy, s, offset + 2 * (q * g.group + first) * P,
+                          last - first, dots, static_cast<const opmath_t*>(nullptr));
               for (int grp = first; grp < last; ++grp) {
                 const int64_t k0 = (q * g.group + grp) * P;
                 const scalar_t* go_q = grad_out + q * C + grp * D;
@@ -483,16 +490,17 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                   for (int d = 0; d < D; ++d) go_buffer[d] = static_cast<opmath_t>(go_q[d]);
                   go = go_buffer.data();
                 }
-                const opmath_t* m = masks + (grp - first) * Pp;
-                gather_taps(avx2, g, cx, cy, s, offset + 2 * k0, dots,
-                            static_cast<const opmath_t*>(nullptr));
-                group_backward_on(avx2, s.taps, m, P, go, input + n * image + grp * D,
+                const int at = (grp - first) * P;
+                const opmath_t* m = masks + at;
+                const Taps<opmath_t, index_t> taps = s.taps.at(at);
+                opmath_t* const v = s.dots.data() + at;
+                group_backward_on(avx2, taps, m, P, go, input + n * image + grp * D,
                                   grad_input + n * image + grp * D, D, d_begin, d_end,
-                                  dots, s.dots.data());
+                                  dots, v);
                 if (!dots) continue;
-                point_gradients_on<scalar_t>(avx2, s.taps, s.dots.data(), m, P, scale,
-                                             softmax, s.grad_mask.data(),
-                                             grad_offset + 2 * k0, grad_mask + k0);
+                point_gradients_on<scalar_t>(avx2, taps, v, m, P, scale, softmax,
+                                             s.grad_mask.data(), grad_offset + 2 * k0,
+                                             grad_mask + k0);
               }
             }
           }

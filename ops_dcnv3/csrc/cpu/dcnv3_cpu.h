@@ -24,22 +24,29 @@
 namespace ops_dcnv3 {
 namespace cpu {
 
-// The 4P bilinear taps of one (pixel, group): for each point p its four
-// neighbours k = 0 (y0, x0), 1 (y0, x0 + 1), 2 (y0 + 1, x0), 3 (y0 + 1,
-// x0 + 1), stored neighbour-major: tap (p, k) is entry k * stride + p of
-// each array, stride being the points rounded up to a multiple of 8 (so the
-// AVX2 gather writes 8 points of one neighbour with one store). The kernels
-// visit the taps point by point, k inner. A tap whose neighbour lies outside
-// the image has index -1 (its other entries are unspecified) and is
-// skipped, so a point that falls outside (or has a NaN location) contributes
-// exactly nothing, whatever the input holds.
+// The bilinear taps of a run of points (the P points of each of a pixel's
+// groups, one after the other, as the offsets and the mask hold them): for
+// each point p its four neighbours k = 0 (y0, x0), 1 (y0, x0 + 1), 2
+// (y0 + 1, x0), 3 (y0 + 1, x0 + 1), stored neighbour-major: tap (p, k) is
+// entry k * stride + p of each array, the stride being a multiple of 8 (so
+// the AVX2 gather writes 8 points of one neighbour with one store) with 8
+// entries to spare (so 8-wide reads of a group's points that start at any
+// point stay inside). A group's taps are the view that starts at its first
+// point (`at`). The kernels visit the taps point by point, k inner. A tap
+// whose neighbour lies outside the image has index -1 (its other entries
+// are unspecified) and is skipped, so a point that falls outside (or has a
+// NaN location) contributes exactly nothing, whatever the input holds.
 template <typename opmath_t, typename index_t>
 struct Taps {
   index_t* index;    // element offset of the neighbour in the image, or -1
   opmath_t* weight;  // bilinear weight
   opmath_t* dx;      // d weight / d x (only when derivatives are asked for)
   opmath_t* dy;      // d weight / d y
-  int stride;        // padded_points(P)
+  int stride;
+
+  Taps at(int point) const {
+    return {index + point, weight + point, dx + point, dy + point, stride};
+  }
 };
 
 inline int padded_points(int points) { return (points + 7) / 8 * 8; }
@@ -102,17 +109,18 @@ inline double softmax_exp(double x) { return std::exp(x); }
 bool cpu_has_avx2();
 
 // The P softmax weights of one (pixel, group)'s mask logits, as the
-// portable mask_weights(softmax=true) computes them; `out` has room for
-// padded_points(P) values.
+// portable mask_weights(softmax=true) computes them; writes out[0:P] only.
 void softmax_avx2(const float* logits, int P, float* out);
 
-// The taps of one (pixel, group) whose kernel centre is at (cx, cy); grid_x
-// and grid_y are kernel_point()'s offsets, zero-padded to padded_points().
-// dx and dy are written only with `derivatives`. With `mask` (the forward,
-// padded_points() values), each weight comes out multiplied by its point's
-// mask weight. Needs image offsets below 2^31 elements.
+// The taps of n points of one pixel, whose kernel centre is at (cx, cy):
+// point p has kernel_point() offsets (grid_x[p], grid_y[p]) and sampling
+// offsets offset[2p], offset[2p + 1]. dx and dy are written only with
+// `derivatives`. With `mask` (the forward), each weight comes out
+// multiplied by its point's mask weight mask[p]. Writes entries up to the
+// next multiple of 8 past n; reads grid_x, grid_y and mask up to there
+// too. Needs image offsets below 2^31 elements.
 void gather_avx2(const Geometry& g, float cx, float cy, const float* grid_x,
-                 const float* grid_y, const float* offset,
+                 const float* grid_y, const float* offset, int n,
                  const Taps<float, int32_t>& taps, bool derivatives,
                  const float* mask);
 
@@ -133,7 +141,8 @@ void group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
 
 // The gradients of one (pixel, group)'s offsets and mask from the dot
 // products v of group_backward_avx2, as the portable point_gradients;
-// w (the mask weights), v and grad_w (scratch) hold padded_points(P) values.
+// reads w (the mask weights), v and the taps 8 at a time (see Taps) and
+// writes grad_w (scratch) up to padded_points(P).
 void point_gradients_avx2(const Taps<float, int32_t>& taps, const float* v,
                           const float* w, int P, float scale, bool softmax,
                           float* grad_w, float* grad_offset, float* grad_mask);

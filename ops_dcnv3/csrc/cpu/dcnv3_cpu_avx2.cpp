@@ -97,23 +97,25 @@ DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int P,
     const __m256 e = _mm256_and_ps(
         exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(logits + p0, live), top)),
         _mm256_castsi256_ps(live));
-    _mm256_storeu_ps(out + p0, e);
+    _mm256_maskstore_ps(out + p0, live, e);
     sum = _mm256_add_ps(sum, e);
   }
   const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), lane_tree_avx2(sum));
   for (int p0 = 0; p0 < P; p0 += 8) {
-    _mm256_storeu_ps(out + p0, _mm256_mul_ps(_mm256_loadu_ps(out + p0), inv));
+    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+    _mm256_maskstore_ps(out + p0, live,
+                        _mm256_mul_ps(_mm256_maskload_ps(out + p0, live), inv));
   }
 }
 
 DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
                                    const float* __restrict__ gx,
                                    const float* __restrict__ gy,
-                                   const float* __restrict__ off,
+                                   const float* __restrict__ off, int n,
                                    const Taps<float, int32_t>& taps,
                                    bool derivatives,
                                    const float* __restrict__ mask) {
-  const int P = g.points, S = taps.stride;
+  const int S = taps.stride;
   const __m256 s = _mm256_set1_ps(static_cast<float>(g.offset_scale));
   const __m256 vcx = _mm256_set1_ps(cx), vcy = _mm256_set1_ps(cy);
   const __m256 minus1 = _mm256_set1_ps(-1.f), one = _mm256_set1_ps(1.f);
@@ -123,18 +125,18 @@ DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
   const __m256i vC = _mm256_set1_epi32(g.channels);
   const __m256i vrow = _mm256_set1_epi32(g.width * g.channels);
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (int p0 = 0; p0 < P; p0 += 8) {
+  for (int p0 = 0; p0 < n; p0 += 8) {
     const float* o = off + 2 * p0;
     // (x0 y0 x1 y1 ...) -> x0..x7 and y0..y7; past the last point, zeros
     // (masked loads: nothing beyond the offsets is read).
     __m256 a, b;
-    if (P - p0 >= 8) {
+    if (n - p0 >= 8) {
       a = _mm256_loadu_ps(o);
       b = _mm256_loadu_ps(o + 8);
     } else {
-      const __m256i n = _mm256_set1_epi32(2 * (P - p0));
-      a = _mm256_maskload_ps(o, _mm256_cmpgt_epi32(n, lane));
-      b = _mm256_maskload_ps(o + 8, _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8))));
+      const __m256i floats = _mm256_set1_epi32(2 * (n - p0));
+      a = _mm256_maskload_ps(o, _mm256_cmpgt_epi32(floats, lane));
+      b = _mm256_maskload_ps(o + 8, _mm256_cmpgt_epi32(floats, _mm256_add_epi32(lane, _mm256_set1_epi32(8))));
     }
     const __m256 ox = _mm256_castpd_ps(_mm256_permute4x64_pd(
         _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xD8));
