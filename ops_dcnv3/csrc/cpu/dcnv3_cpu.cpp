@@ -319,15 +319,19 @@ void gather_taps(bool avx2, const Geometry& g, opmath_t cx, opmath_t cy,
          derivatives, mask);
 }
 
+// Step 1 for `groups` groups of one pixel (their P logits each, one after
+// the other) into out, stride P.
 template <typename scalar_t, typename opmath_t, typename index_t>
-void mask_weights_on(bool avx2, const scalar_t* mask, int P, bool softmax,
-                     opmath_t* out) {
+void mask_weights_on(bool avx2, const scalar_t* mask, int groups, int P,
+                     bool softmax, opmath_t* out) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (avx2 && softmax) return softmax_avx2(mask, P, out);
+    if (avx2 && softmax) return softmax_avx2(mask, groups, P, out);
   }
 #endif
-  mask_weights(mask, P, softmax, out);
+  for (int grp = 0; grp < groups; ++grp) {
+    mask_weights(mask + grp * P, P, softmax, out + grp * P);
+  }
 }
 
 template <int B, typename scalar_t, typename opmath_t, typename index_t>
@@ -395,10 +399,8 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
           // Step 1 for all groups first: the groups' softmaxes are
           // independent chains of long latency, which the CPU overlaps.
           opmath_t* const masks = s.pixel_masks.data();
-          for (int grp = 0; grp < g.group; ++grp) {
-            mask_weights_on<scalar_t, opmath_t, index_t>(
-                avx2, mask + (q * g.group + grp) * P, P, softmax, masks + grp * P);
-          }
+          mask_weights_on<scalar_t, opmath_t, index_t>(
+              avx2, mask + q * g.group * P, g.group, P, softmax, masks);
           gather_taps(avx2, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                       false, masks);
           for (int grp = 0; grp < g.group; ++grp) {
@@ -473,11 +475,9 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
               centre_location(g, i, j, cx, cy);
               // Step 1 for the block's groups first, as in the forward.
               opmath_t* const masks = s.pixel_masks.data();
-              for (int grp = first; grp < last; ++grp) {
-                mask_weights_on<scalar_t, opmath_t, index_t>(
-                    avx2, mask + (q * g.group + grp) * P, P, softmax,
-                    masks + (grp - first) * P);
-              }
+              mask_weights_on<scalar_t, opmath_t, index_t>(
+                  avx2, mask + (q * g.group + first) * P, last - first, P,
+                  softmax, masks);
               gather_taps(avx2, g, cx, cy, s, offset + 2 * (q * g.group + first) * P,
                           last - first, dots, static_cast<const opmath_t*>(nullptr));
               for (int grp = first; grp < last; ++grp) {

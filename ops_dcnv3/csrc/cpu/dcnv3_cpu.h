@@ -108,9 +108,11 @@ inline double softmax_exp(double x) { return std::exp(x); }
 // True when the CPU can run the functions below.
 bool cpu_has_avx2();
 
-// The P softmax weights of one (pixel, group)'s mask logits, as the
-// portable mask_weights(softmax=true) computes them; writes out[0:P] only.
-void softmax_avx2(const float* logits, int P, float* out);
+// The softmax weights of `groups` groups of P mask logits each (one after
+// the other), as the portable mask_weights(softmax=true) computes them:
+// the exponentials of all groups are taken in whole vectors. Writes
+// out[0:groups * P] only.
+void softmax_avx2(const float* logits, int groups, int P, float* out);
 
 // The taps of n points of one pixel, whose kernel centre is at (cx, cy):
 // point p has kernel_point() offsets (grid_x[p], grid_y[p]) and sampling

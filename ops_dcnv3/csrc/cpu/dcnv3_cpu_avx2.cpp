@@ -78,33 +78,48 @@ DCNV3_TARGET_AVX2 inline __m256 lane_max_avx2(__m256 v) {
   return _mm256_max_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
-DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int P,
-                                    float* __restrict__ out) {
+DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int groups,
+                                    int P, float* __restrict__ out) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256 first = _mm256_set1_ps(logits[0]);
-  // The max; lanes past P hold the first logit.
-  __m256 top = first;
-  for (int p0 = 0; p0 < P; p0 += 8) {
-    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-    const __m256 v = _mm256_blendv_ps(first, _mm256_maskload_ps(logits + p0, live),
-                                      _mm256_castsi256_ps(live));
-    top = _mm256_max_ps(v, top);
+  // Each group's logits minus their max; lanes past P hold the first logit
+  // while the max is taken.
+  for (int grp = 0; grp < groups; ++grp) {
+    const float* l = logits + grp * P;
+    float* o = out + grp * P;
+    const __m256 first = _mm256_set1_ps(l[0]);
+    __m256 top = first;
+    for (int p0 = 0; p0 < P; p0 += 8) {
+      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+      const __m256 v = _mm256_blendv_ps(first, _mm256_maskload_ps(l + p0, live),
+                                        _mm256_castsi256_ps(live));
+      top = _mm256_max_ps(v, top);
+    }
+    top = lane_max_avx2(top);
+    for (int p0 = 0; p0 < P; p0 += 8) {
+      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+      _mm256_maskstore_ps(o + p0, live, _mm256_sub_ps(_mm256_maskload_ps(l + p0, live), top));
+    }
   }
-  top = lane_max_avx2(top);
-  __m256 sum = _mm256_setzero_ps();
-  for (int p0 = 0; p0 < P; p0 += 8) {
-    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-    const __m256 e = _mm256_and_ps(
-        exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(logits + p0, live), top)),
-        _mm256_castsi256_ps(live));
-    _mm256_maskstore_ps(out + p0, live, e);
-    sum = _mm256_add_ps(sum, e);
+  // The exponentials of all groups' points in a row, whole vectors.
+  const int n = groups * P;
+  for (int p0 = 0; p0 < n; p0 += 8) {
+    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - p0), lane);
+    _mm256_maskstore_ps(out + p0, live, exp_avx2(_mm256_maskload_ps(out + p0, live)));
   }
-  const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), lane_tree_avx2(sum));
-  for (int p0 = 0; p0 < P; p0 += 8) {
-    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-    _mm256_maskstore_ps(out + p0, live,
-                        _mm256_mul_ps(_mm256_maskload_ps(out + p0, live), inv));
+  // Each group's sum (lanes past P add 0) and the division by it.
+  for (int grp = 0; grp < groups; ++grp) {
+    float* o = out + grp * P;
+    __m256 sum = _mm256_setzero_ps();
+    for (int p0 = 0; p0 < P; p0 += 8) {
+      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+      sum = _mm256_add_ps(sum, _mm256_maskload_ps(o + p0, live));
+    }
+    const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), lane_tree_avx2(sum));
+    for (int p0 = 0; p0 < P; p0 += 8) {
+      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
+      _mm256_maskstore_ps(o + p0, live,
+                          _mm256_mul_ps(_mm256_maskload_ps(o + p0, live), inv));
+    }
   }
 }
 
