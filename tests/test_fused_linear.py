@@ -1,7 +1,7 @@
 # Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
-"""ops_dcnv3.modules.linear: the oneDNN route for CPU inference gives the
-modules' answer, and is not taken where it would lose something (gradients,
-hooks, tracing)."""
+"""ops_dcnv3.modules.linear: the oneDNN route gives the modules' answer and
+their gradients (second derivatives included), and is not taken where it
+would lose something (hooks, tracing, export, compiled training)."""
 import pytest
 import torch
 from torch import nn
@@ -36,13 +36,64 @@ def test_onednn_route_gives_the_modules_answer(act, bias):
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_training_keeps_the_modules_and_their_gradients():
+def _grads(fn, x, fc, grad):
+    y = fn(x)
+    leaves = [t for t in (x, fc.weight, fc.bias) if t is not None and t.requires_grad]
+    return (y, ) + torch.autograd.grad(y, leaves, grad)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('act', ['none', 'gelu'])
+@pytest.mark.parametrize('leaves', ['all', 'input', 'weights'])
+def test_training_route_gives_the_modules_gradients(act, bias, leaves):
+    fc, a = _fc(bias=bias), ACTIVATIONS[act]
+    x = torch.randn(2, 9, 11, 24, requires_grad=leaves != 'weights')
+    if leaves == 'input':
+        fc.requires_grad_(False)
+    assert fused._route(x, fc, a) == 'training'
+    grad = torch.randn(2, 9, 11, 40)
+    fast = _grads(lambda t: fused.linear(t, fc, a), x, fc, grad)
+    slow = _grads(lambda t: fc(t) if a is None else a(fc(t)), x, fc, grad)
+    assert len(fast) == len(slow) == 1 + (1 if leaves != 'weights' else 0) + (
+        (1 + bias) if leaves != 'input' else 0)
+    for f, s in zip(fast, slow):
+        assert f.abs().sum() > 0
+        torch.testing.assert_close(f, s, rtol=1e-5, atol=1e-5)
+
+
+def test_training_route_second_derivatives():
+    """A gradient penalty (create_graph=True, then a second backward) gets
+    F.linear's second derivatives, not zeros or None."""
+    fc, act = _fc(), nn.GELU()
+    x = torch.randn(3, 4, 24, requires_grad=True)
+
+    def penalty(fn):
+        gx, = torch.autograd.grad(fn(x).square().sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), (x, fc.weight, fc.bias))
+
+    assert fused._route(x, fc, act) == 'training'
+    fast = penalty(lambda t: fused.linear(t, fc, act))
+    slow = penalty(lambda t: act(fc(t)))
+    for f, s in zip(fast, slow):
+        assert f.abs().sum() > 0
+        torch.testing.assert_close(f, s, rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_training_takes_the_modules():
     fc, act = _fc(), nn.GELU()
     x = torch.randn(3, 24, requires_grad=True)
-    assert not fused.uses_onednn(x, fc, act)
-    fused.linear(x, fc, act).sum().backward()
-    assert fc.weight.grad is not None and fc.weight.grad.abs().sum() > 0
-    assert x.grad.abs().sum() > 0
+    seen = []
+
+    def fn(t):
+        seen.append(torch.compiler.is_compiling() and fused.uses_onednn(t, fc, act))
+        return fused.linear(t, fc, act)
+
+    compiled = torch.compile(fn, fullgraph=True, backend='aot_eager')
+    fast = _grads(compiled, x, fc, torch.ones(3, 40))
+    slow = _grads(lambda t: act(fc(t)), x, fc, torch.ones(3, 40))
+    assert seen == [False]
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f, s, rtol=1e-5, atol=1e-5)
 
 
 def test_hooks_still_fire():
@@ -67,6 +118,17 @@ def test_other_dtypes_devices_and_layouts_take_the_modules():
         assert not fused.uses_onednn(torch.randn(3, 24), fc, nn.Tanh())
 
 
+def test_cpu_autocast_takes_the_modules():
+    """Autocast casts F.linear's inputs to bf16; the oneDNN call would not."""
+    fc, act = _fc(), nn.GELU()
+    x = torch.randn(3, 24, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not fused.uses_onednn(x, fc, act)
+        assert fused.linear(x, fc, act).dtype == torch.bfloat16
+        with torch.no_grad():
+            assert not fused.uses_onednn(x, fc, act)
+
+
 def test_tracing_sees_aten_linear():
     """jit tracing (mmengine's FLOP counter, ONNX export) records the
     standard op, never the oneDNN one."""
@@ -89,6 +151,22 @@ def test_dcnv3_block_is_unchanged_by_the_route(monkeypatch):
         monkeypatch.setattr(fused, '_LINEAR_POINTWISE', None)
         slow = block(x)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_dcnv3_block_gradients_are_unchanged_by_the_route(monkeypatch):
+    torch.manual_seed(0)
+    block = DCNv3(channels=32, group=4).train()
+    for p in block.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 6, 7, 32, requires_grad=True)
+    grad = torch.randn(2, 6, 7, 32)
+    leaves = [x] + list(block.parameters())
+    assert fused._route(x, block.input_proj, None) == 'training'
+    fast = torch.autograd.grad(block(x), leaves, grad)
+    monkeypatch.setattr(fused, '_LINEAR_POINTWISE', None)
+    slow = torch.autograd.grad(block(x), leaves, grad)
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f, s, rtol=1e-4, atol=1e-4)
 
 
 def test_compiled_inference_keeps_the_route_and_the_answer():
