@@ -246,9 +246,12 @@ inline ForwardCall prepare_forward(
 }
 
 // One backward call: the forward's tensors, the output gradient in their
-// dtype, and the gradients allocated: grad_input zeroed and in the op's
-// math type (fp32 for half types), for the kernels to accumulate into;
-// grad_offset and grad_mask, which the kernels write whole, uninitialised.
+// dtype, and the gradients allocated: grad_input in the op's math type
+// (fp32 for half types), for the kernels to accumulate into, zeroed unless
+// the kernel zeroes it itself (zero_grad_input = false: each CPU task zeroes
+// its own part, on its thread, instead of a fill of its own before the
+// kernel); grad_offset and grad_mask, which the kernels write
+// whole, uninitialised.
 struct BackwardCall {
   Geometry g;
   at::Tensor grad_output, input, offset, mask;
@@ -265,7 +268,7 @@ inline BackwardCall prepare_backward(
     int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
     int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
     int64_t group, int64_t group_channels, double offset_scale,
-    bool remove_center) {
+    bool remove_center, bool zero_grad_input = true) {
   check_device(input, "input", type);
   BackwardCall c;
   c.g = make_geometry(input, offset, mask, kernel_h, kernel_w, stride_h,
@@ -277,7 +280,9 @@ inline BackwardCall prepare_backward(
   c.mask = mask.contiguous();
   c.grad_output = grad_output.to(c.input.scalar_type()).contiguous();
   const auto opmath = at::toOpMathType(c.input.scalar_type());
-  c.grad_input = at::zeros(c.input.sizes(), c.input.options().dtype(opmath));
+  const auto grad_input_options = c.input.options().dtype(opmath);
+  c.grad_input = zero_grad_input ? at::zeros(c.input.sizes(), grad_input_options)
+                                 : at::empty(c.input.sizes(), grad_input_options);
   c.grad_offset = at::empty_like(c.offset);
   c.grad_mask = at::empty_like(c.mask);
   return c;

@@ -36,24 +36,25 @@ namespace ops_dcnv3 {
 namespace cpu {
 namespace {
 
-// at::parallel_for's grain for items of a rough cost (about a nanosecond a
-// unit here): each thread gets at least ~2M units (~0.1 ms), so that small
-// calls stay on one thread. Waking a sleeping OpenMP thread costs ~60 us
-// (measured with OMP_WAIT_POLICY=PASSIVE on a 2-core host), as much as the
-// whole forward at InternImage-T's last stage. With OpenMP's default wait
-// policy the threads spin a while after each parallel region and a fork
-// costs a few microseconds: there ~128K units suffice.
+// at::parallel_for's grain for items of a rough cost (a unit is ~0.07 ns
+// of this host's AVX2 forward): each thread gets at least ~4M units (~0.3
+// ms) under OMP_WAIT_POLICY=PASSIVE, so that small calls stay on one
+// thread. Waking a sleeping OpenMP thread costs ~60 us at best on a quiet
+// 2-core host, and on average several times that on a busy one: a forward
+// at InternImage-T's stage 3 (~2.7M units, ~0.2 ms) took longer on two
+// threads than on one. With OpenMP's default wait policy the threads spin a
+// while after each parallel region and a fork costs a few microseconds:
+// there ~128K units suffice.
 int64_t grain_for(int64_t cost_per_item) {
   static const int64_t min_work_per_thread = [] {
     const char* policy = std::getenv("OMP_WAIT_POLICY");
     const bool passive = policy && (std::strcmp(policy, "PASSIVE") == 0 ||
                                     std::strcmp(policy, "passive") == 0);
-    return passive ? int64_t(1) << 21 : int64_t(1) << 17;
+    return passive ? int64_t(1) << 22 : int64_t(1) << 17;
   }();
   return std::max<int64_t>(1, min_work_per_thread / std::max<int64_t>(1, cost_per_item));
 }
 
-// Whether the fp32 AVX2 path may run for this call.
 // Whether the fp32 AVX2 path may run for this call: where the CPU has AVX2,
 // for group_channels a multiple of 8, unless OPS_DCNV3_CPU_ISA=baseline.
 bool use_avx2(const Geometry& g) {
@@ -463,6 +464,17 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
           const int d_begin = part * slice;
           const int d_end = std::min(D, d_begin + slice);
           const bool dots = part == 0;
+          // This task's part of grad_input (grad_input comes uninitialised,
+          // see prepare_backward): channels [first * D + d_begin, (last -
+          // 1) * D + d_end) of every pixel of image n.
+          {
+            const int64_t lo = int64_t(first) * D + d_begin;
+            const int64_t len = int64_t(last - first - 1) * D + d_end - d_begin;
+            opmath_t* const gin = grad_input + n * image;
+            for (int64_t pix = 0; pix < int64_t(g.height) * g.width; ++pix) {
+              std::memset(gin + pix * C + lo, 0, sizeof(opmath_t) * len);
+            }
+          }
           // Output columns in strips of kStrip, rows inside a strip: the
           // taps of the next row then hit the lines the last row brought
           // into L1 (row by row over a wide image, they are a whole row of
@@ -567,8 +579,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
   BackwardCall c = prepare_backward(
       at::kCPU, grad_output, input, offset, mask, kernel_h, kernel_w,
       stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
-      group_channels, offset_scale, remove_center);
-  if (c.grad_output.numel() > 0) {
+      group_channels, offset_scale, remove_center, /*zero_grad_input=*/false);
+  if (c.grad_output.numel() == 0) {
+    c.grad_input.zero_();
+  } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, c.input.scalar_type(), "dcnv3_backward_cpu",
         [&] {
