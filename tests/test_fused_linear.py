@@ -61,6 +61,16 @@ def test_training_route_gives_the_modules_gradients(act, bias, leaves):
         torch.testing.assert_close(f, s, rtol=1e-5, atol=1e-5)
 
 
+def test_a_trainable_bias_alone_takes_the_training_route():
+    fc = _fc()
+    fc.weight.requires_grad_(False)
+    x = torch.randn(5, 24)
+    assert fused._route(x, fc, None) == 'training'
+    grad = torch.randn(5, 40)
+    fast, = torch.autograd.grad(fused.linear(x, fc), fc.bias, grad)
+    torch.testing.assert_close(fast, grad.sum(0))
+
+
 def test_training_route_second_derivatives():
     """A gradient penalty (create_graph=True, then a second backward) gets
     F.linear's second derivatives, not zeros or None."""

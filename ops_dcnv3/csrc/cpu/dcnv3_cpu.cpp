@@ -8,7 +8,8 @@
 // Per (pixel, group) the work has three steps, each in one place:
 //   1. mask_weights: the P mask weights (the softmax of the logits, or the
 //      mask as given);
-//   2. gather (or gather_avx2): the 4P bilinear taps of the P points;
+//   2. gather (or gather_avx2): the bilinear taps (4 a point) of the points
+//      of a pixel's groups, all in one run;
 //   3. forward: weighted_sum (or weighted_sum_avx2) of the taps inside the
 //      image; backward: group_backward (or group_backward_avx2), the scatter
 //      into grad_input and the dot products, then point_gradients (or
