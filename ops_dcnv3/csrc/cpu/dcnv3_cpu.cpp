@@ -79,8 +79,8 @@ struct Scratch {
   std::vector<opmath_t> grid_x, grid_y;          // kernel_point() of each point
   std::vector<index_t> index;                    // 4 per point
   std::vector<opmath_t> weight, dx, dy;          // 4 per point
-  std::vector<opmath_t> pixel_masks;             // the mask weights
-  std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour
+  std::vector<opmath_t> pixel_masks;             // the mask weights (+ spare)
+  std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour (point-major)
   std::vector<opmath_t> grad_mask;               // of one group's mask weights
   Taps<opmath_t, index_t> taps;
 
@@ -125,8 +125,8 @@ void mask_weights(const scalar_t* mask, int P, bool softmax, opmath_t* out) {
 }
 
 // The last step of the backward of one (pixel, group), portable: from v,
-// the dot products of grad_out with each tap's neighbour (neighbour-major
-// like the taps, 0 for taps outside), the gradients of the P offsets
+// the dot products of grad_out with each tap's neighbour (point-major, tap
+// (p, k) at v[4 * p + k]; 0 for taps outside), the gradients of the P offsets
 // (interleaved x, y) and of the mask: of its weights, then of the logits
 // through the softmax (sums in lanes, see lane_tree), or of the mask as
 // given. Every tap is summed, inside or not: a tap outside adds exactly 0.
@@ -140,9 +140,10 @@ void point_gradients(const Taps<opmath_t, index_t>& taps, const opmath_t* v,
     opmath_t vm = 0, vx = 0, vy = 0;
     for (int k = 0; k < 4; ++k) {
       const int t = k * S + p;
-      vm += taps.weight[t] * v[t];
-      vx += taps.dx[t] * v[t];
-      vy += taps.dy[t] * v[t];
+      const opmath_t vt = v[4 * p + k];
+      vm += taps.weight[t] * vt;
+      vx += taps.dx[t] * vt;
+      vy += taps.dy[t] * vt;
     }
     grad_w[p] = vm;
     const opmath_t a = w[p] * scale;
@@ -292,7 +293,7 @@ __attribute__((noinline)) void group_backward(
         }
       }
     }
-    if (dots) v[t] = lane_tree(part);
+    if (dots) v[t4] = lane_tree(part);
   }
 }
 
@@ -506,7 +507,7 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                 const int at = (grp - first) * P;
                 const opmath_t* m = masks + at;
                 const Taps<opmath_t, index_t> taps = s.taps.at(at);
-                opmath_t* const v = s.dots.data() + at;
+                opmath_t* const v = s.dots.data() + 4 * at;
                 group_backward_on(avx2, taps, m, P, go, input + n * image + grp * D,
                                   grad_input + n * image + grp * D, D, d_begin, d_end,
                                   dots, v);

@@ -109,9 +109,9 @@ inline double softmax_exp(double x) { return std::exp(x); }
 bool cpu_has_avx2();
 
 // The softmax weights of `groups` groups of P mask logits each (one after
-// the other), as the portable mask_weights(softmax=true) computes them:
-// the exponentials of all groups are taken in whole vectors. Writes
-// out[0:groups * P] only.
+// the other), as the portable mask_weights(softmax=true) computes them,
+// into out[0:groups * P]; writes whole vectors, so out needs 7 spare
+// entries past those (their values are unspecified).
 void softmax_avx2(const float* logits, int groups, int P, float* out);
 
 // The taps of n points of one pixel, whose kernel centre is at (cx, cy):
@@ -135,16 +135,18 @@ void weighted_sum_avx2(const Taps<float, int32_t>& taps, int P,
 
 // The backward of one (pixel, group): for each tap (p, k) inside the image,
 // with a = weight * mask[p], gin[index + d] += a * go[d] for d in [d_begin,
-// d_end), and, with `dots`, v[k * stride + p] = sum_d go[d] * in[index + d]
-// over all D channels (0 for taps outside). D a multiple of 8.
+// d_end), and, with `dots`, v[4 * p + k] = sum_d go[d] * in[index + d]
+// over all D channels (0 for taps outside; point-major, the four of a point
+// stored at once). D a multiple of 8.
 void group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
                          int P, const float* go, const float* in, float* gin,
                          int D, int d_begin, int d_end, bool dots, float* v);
 
 // The gradients of one (pixel, group)'s offsets and mask from the dot
 // products v of group_backward_avx2, as the portable point_gradients;
-// reads w (the mask weights), v and the taps 8 at a time (see Taps) and
-// writes grad_w (scratch) up to padded_points(P).
+// reads w (the mask weights), v and the taps 8 points at a time (see
+// Taps; v up to 4 * padded_points(P)) and writes grad_w (scratch) up to
+// padded_points(P).
 void point_gradients_avx2(const Taps<float, int32_t>& taps, const float* v,
                           const float* w, int P, float scale, bool softmax,
                           float* grad_w, float* grad_offset, float* grad_mask);

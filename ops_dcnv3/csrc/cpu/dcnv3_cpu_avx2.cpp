@@ -78,47 +78,43 @@ DCNV3_TARGET_AVX2 inline __m256 lane_max_avx2(__m256 v) {
   return _mm256_max_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
+// Group by group, in vectors of 8 of its points: the max, then the
+// exponentials and their sum, then the division. Nothing is stored that is
+// read back before the next group, and the stores are whole vectors: a
+// masked store (or a load that spans two earlier stores) cannot take its
+// data from the store buffer and waits for the stores to reach the cache,
+// which cost more than the arithmetic at InternImage's 9 points. A group's
+// last vector spills past its P points into the next group's first ones
+// (written again with that group) or into out's spare entries.
 DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int groups,
                                     int P, float* __restrict__ out) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  // Each group's logits minus their max; lanes past P hold the first logit
-  // while the max is taken.
   for (int grp = 0; grp < groups; ++grp) {
     const float* l = logits + grp * P;
     float* o = out + grp * P;
+    // Lanes past P hold the first logit while the max is taken.
     const __m256 first = _mm256_set1_ps(l[0]);
     __m256 top = first;
     for (int p0 = 0; p0 < P; p0 += 8) {
       const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-      const __m256 v = _mm256_blendv_ps(first, _mm256_maskload_ps(l + p0, live),
-                                        _mm256_castsi256_ps(live));
-      top = _mm256_max_ps(v, top);
+      top = _mm256_max_ps(_mm256_blendv_ps(first, _mm256_maskload_ps(l + p0, live),
+                                           _mm256_castsi256_ps(live)),
+                          top);
     }
     top = lane_max_avx2(top);
-    for (int p0 = 0; p0 < P; p0 += 8) {
-      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-      _mm256_maskstore_ps(o + p0, live, _mm256_sub_ps(_mm256_maskload_ps(l + p0, live), top));
-    }
-  }
-  // The exponentials of all groups' points in a row, whole vectors.
-  const int n = groups * P;
-  for (int p0 = 0; p0 < n; p0 += 8) {
-    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - p0), lane);
-    _mm256_maskstore_ps(out + p0, live, exp_avx2(_mm256_maskload_ps(out + p0, live)));
-  }
-  // Each group's sum (lanes past P add 0) and the division by it.
-  for (int grp = 0; grp < groups; ++grp) {
-    float* o = out + grp * P;
+    // Lanes past P add 0 to the sum.
     __m256 sum = _mm256_setzero_ps();
     for (int p0 = 0; p0 < P; p0 += 8) {
       const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-      sum = _mm256_add_ps(sum, _mm256_maskload_ps(o + p0, live));
+      const __m256 e = _mm256_and_ps(
+          _mm256_castsi256_ps(live),
+          exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(l + p0, live), top)));
+      sum = _mm256_add_ps(sum, e);
+      _mm256_storeu_ps(o + p0, e);
     }
     const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), lane_tree_avx2(sum));
     for (int p0 = 0; p0 < P; p0 += 8) {
-      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-      _mm256_maskstore_ps(o + p0, live,
-                          _mm256_mul_ps(_mm256_maskload_ps(o + p0, live), inv));
+      _mm256_storeu_ps(o + p0, _mm256_mul_ps(_mm256_loadu_ps(o + p0), inv));
     }
   }
 }
@@ -283,9 +279,7 @@ DCNV3_TARGET_AVX2 void group_backward_fused_avx2(
         acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
       }
     }
-    alignas(16) float sums[4];
-    _mm_store_ps(sums, tree_sums(acc[0], acc[1], acc[2], acc[3]));
-    for (int k = 0; k < 4; ++k) v[k * S + p] = sums[k];
+    _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
   }
 }
 
@@ -340,11 +334,7 @@ DCNV3_TARGET_AVX2 void group_backward_avx2(
         }
       }
     }
-    if (dots) {  // neighbour-major, like the taps
-      alignas(16) float sums[4];
-      _mm_store_ps(sums, tree_sums(acc[0], acc[1], acc[2], acc[3]));
-      for (int k = 0; k < 4; ++k) v[k * S + p] = sums[k];
-    }
+    if (dots) _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
   }
 }
 
@@ -357,10 +347,29 @@ DCNV3_TARGET_AVX2 void point_gradients_avx2(
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 vscale = _mm256_set1_ps(scale);
   for (int p0 = 0; p0 < P; p0 += 8) {
+    // v is point-major (4 a point, stored 4 at a time by
+    // group_backward_avx2): read in the stores' own units, each of which a
+    // load can take from the store buffer, then transpose to neighbour-major
+    // vectors of points p0..p0+7: vk[k] lane l = v[4 * (p0 + l) + k].
+    const float* vp = v + 4 * p0;
+    const __m256 r0 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(vp)),
+                                           _mm_loadu_ps(vp + 16), 1);
+    const __m256 r1 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(vp + 4)),
+                                           _mm_loadu_ps(vp + 20), 1);
+    const __m256 r2 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(vp + 8)),
+                                           _mm_loadu_ps(vp + 24), 1);
+    const __m256 r3 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(vp + 12)),
+                                           _mm_loadu_ps(vp + 28), 1);
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256 vk[4] = {_mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+                          _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2))};
     __m256 vm = _mm256_setzero_ps(), vx = vm, vy = vm;
     for (int k = 0; k < 4; ++k) {
       const int t = k * S + p0;
-      const __m256 vt = _mm256_loadu_ps(v + t);
+      const __m256 vt = vk[k];
       vm = _mm256_add_ps(vm, _mm256_mul_ps(_mm256_loadu_ps(taps.weight + t), vt));
       vx = _mm256_add_ps(vx, _mm256_mul_ps(_mm256_loadu_ps(taps.dx + t), vt));
       vy = _mm256_add_ps(vy, _mm256_mul_ps(_mm256_loadu_ps(taps.dy + t), vt));
