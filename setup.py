@@ -94,7 +94,11 @@ def extensions():
     sources = [os.path.join(CSRC, 'dcnv3.cpp'),
                os.path.join(CSRC, 'autograd.cpp')] + sorted(
         glob.glob(os.path.join(CSRC, 'cpu', '*.cpp')))
-    cxx = ['-O3', '-fopenmp']
+    # No contraction of a * b + c into FMA: the CPU kernel's instruction-set
+    # paths give the same bits because each does its multiplies and adds
+    # separately (GCC contracts vector intrinsics too where the target has
+    # FMA, as AVX-512 does).
+    cxx = ['-O3', '-fopenmp', '-ffp-contract=off']
     with_cuda, reason = cuda_build()
     if os.environ.get('DCNV3_WITH_CUDA') == '1' and not with_cuda:
         raise RuntimeError(f'DCNV3_WITH_CUDA=1 but the CUDA kernel cannot be built: {reason}')

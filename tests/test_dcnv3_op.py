@@ -612,15 +612,21 @@ ISA_CASES = {
     'd32_sliced': Case(n=1, h=6, w=7, group=1, group_channels=32, offset_std=2.0),
 }
 HAS_AVX2 = torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')
+HAS_AVX512 = torch.backends.cpu.get_cpu_capability() == 'AVX512'
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason='the CPU has no AVX2: only the '
                     'baseline path exists, nothing to compare it with')
+@pytest.mark.parametrize('isa', [
+    'avx2',
+    pytest.param('avx512', marks=pytest.mark.skipif(
+        not HAS_AVX512, reason='the CPU has no AVX-512: its forward cannot run'))])
 @pytest.mark.parametrize('mask_softmax', [False, True])
 @pytest.mark.parametrize('name', sorted(ISA_CASES))
-def test_cpu_instruction_set_paths_are_bit_identical(name, mask_softmax, monkeypatch):
-    """fp32 has AVX2 paths; forward and gradients must give exactly the
-    baseline's bits."""
+def test_cpu_instruction_set_paths_are_bit_identical(name, mask_softmax, isa, monkeypatch):
+    """fp32 has AVX2 paths (and an AVX-512 weighted sum in the forward, which
+    OPS_DCNV3_CPU_ISA=avx2 turns off); forward and gradients must give
+    exactly the baseline's bits."""
     case = ISA_CASES[name]
     assert case.group_channels % 8 == 0  # else the AVX2 path would not run
     x, off, mask = case.tensors(torch.float32)
@@ -632,6 +638,8 @@ def test_cpu_instruction_set_paths_are_bit_identical(name, mask_softmax, monkeyp
                     mask_softmax=mask_softmax)
         return (out, *torch.autograd.grad(out, leaves, grad_out))
 
+    if isa == 'avx2':
+        monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'avx2')
     fast = both()
     monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'baseline')
     baseline = both()

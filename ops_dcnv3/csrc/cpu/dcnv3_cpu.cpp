@@ -14,9 +14,10 @@
 //      image; backward: group_backward (or group_backward_avx2), the scatter
 //      into grad_input and the dot products, then point_gradients (or
 //      point_gradients_avx2), the offset and mask gradients from them.
-// The AVX2 versions (dcnv3_cpu_avx2.cpp) run for fp32 with group_channels
-// a multiple of 8 where the CPU has AVX2; OPS_DCNV3_CPU_ISA=baseline forces
-// the portable code, which gives the same bits.
+// The AVX2 versions (dcnv3_cpu_avx2.cpp; the forward's step 3 also in
+// AVX-512, dcnv3_cpu_avx512.cpp, where the CPU has it) run for fp32 with
+// group_channels a multiple of 8 where the CPU has AVX2, all with the bits
+// of the portable code (see isa_for).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -56,16 +57,23 @@ int64_t grain_for(int64_t cost_per_item) {
   return std::max<int64_t>(1, min_work_per_thread / std::max<int64_t>(1, cost_per_item));
 }
 
-// Whether the fp32 AVX2 path may run for this call: where the CPU has AVX2,
-// for group_channels a multiple of 8, unless OPS_DCNV3_CPU_ISA=baseline.
-bool use_avx2(const Geometry& g) {
+// The instruction sets a call may use, each including the one before.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// The fp32 vector paths run where the CPU has them, for group_channels a
+// multiple of 8; OPS_DCNV3_CPU_ISA=baseline forces the portable code and
+// OPS_DCNV3_CPU_ISA=avx2 stops at AVX2 (all give the same bits; the tests
+// compare them). Read on every call, so that the tests can switch.
+Isa isa_for(const Geometry& g) {
 #if DCNV3_HAVE_AVX2
+  if (g.group_channels % 8 != 0 || !cpu_has_avx2()) return Isa::kBaseline;
   const char* isa = std::getenv("OPS_DCNV3_CPU_ISA");
-  return g.group_channels % 8 == 0 && cpu_has_avx2() &&
-         !(isa && std::strcmp(isa, "baseline") == 0);
+  if (isa && std::strcmp(isa, "baseline") == 0) return Isa::kBaseline;
+  if ((isa && std::strcmp(isa, "avx2") == 0) || !cpu_has_avx512()) return Isa::kAvx2;
+  return Isa::kAvx512;
 #else
   (void)g;
-  return false;
+  return Isa::kBaseline;
 #endif
 }
 
@@ -297,8 +305,8 @@ __attribute__((noinline)) void group_backward(
   }
 }
 
-// Steps 2 and 3 on the instruction set chosen for the call: AVX2 (fp32 with
-// 32-bit indices only, where `avx2`) or portable.
+// Steps 1 to 3 on the instruction set chosen for the call (isa_for; the
+// vector paths for fp32 with 32-bit indices only) or portable.
 template <typename scalar_t, typename index_t>
 constexpr bool kMayUseAvx2 = DCNV3_HAVE_AVX2 && std::is_same<scalar_t, float>::value &&
                              std::is_same<index_t, int32_t>::value;
@@ -306,13 +314,13 @@ constexpr bool kMayUseAvx2 = DCNV3_HAVE_AVX2 && std::is_same<scalar_t, float>::v
 // The taps of the points of `groups` groups of one pixel into s.taps;
 // `off` and `mask` start at the first group's.
 template <typename scalar_t, typename opmath_t, typename index_t>
-void gather_taps(bool avx2, const Geometry& g, opmath_t cx, opmath_t cy,
+void gather_taps(Isa isa, const Geometry& g, opmath_t cx, opmath_t cy,
                  const Scratch<opmath_t, index_t>& s, const scalar_t* off,
                  int groups, bool derivatives, const opmath_t* mask) {
   const int n = groups * g.points;
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (avx2) {
+    if (isa != Isa::kBaseline) {
       return gather_avx2(g, cx, cy, s.grid_x.data(), s.grid_y.data(), off, n,
                          s.taps, derivatives, mask);
     }
@@ -325,11 +333,11 @@ void gather_taps(bool avx2, const Geometry& g, opmath_t cx, opmath_t cy,
 // Step 1 for `groups` groups of one pixel (their P logits each, one after
 // the other) into out, stride P.
 template <typename scalar_t, typename opmath_t, typename index_t>
-void mask_weights_on(bool avx2, const scalar_t* mask, int groups, int P,
+void mask_weights_on(Isa isa, const scalar_t* mask, int groups, int P,
                      bool softmax, opmath_t* out) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (avx2 && softmax) return softmax_avx2(mask, groups, P, out);
+    if (isa != Isa::kBaseline && softmax) return softmax_avx2(mask, groups, P, out);
   }
 #endif
   for (int grp = 0; grp < groups; ++grp) {
@@ -338,24 +346,25 @@ void mask_weights_on(bool avx2, const scalar_t* mask, int groups, int P,
 }
 
 template <int B, typename scalar_t, typename opmath_t, typename index_t>
-void weighted_sum_on(bool avx2, const Taps<opmath_t, index_t>& taps, int P,
+void weighted_sum_on(Isa isa, const Taps<opmath_t, index_t>& taps, int P,
                      const scalar_t* in, int D, scalar_t* out) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (avx2) return weighted_sum_avx2(taps, P, in, D, out);
+    if (isa == Isa::kAvx512) return weighted_sum_avx512(taps, P, in, D, out);
+    if (isa == Isa::kAvx2) return weighted_sum_avx2(taps, P, in, D, out);
   }
 #endif
   weighted_sum<B>(taps, P, in, D, out);
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-void point_gradients_on(bool avx2, const Taps<opmath_t, index_t>& taps,
+void point_gradients_on(Isa isa, const Taps<opmath_t, index_t>& taps,
                         const opmath_t* v, const opmath_t* w, int P,
                         opmath_t scale, bool softmax, opmath_t* grad_w,
                         scalar_t* grad_offset, scalar_t* grad_mask) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (avx2) {
+    if (isa != Isa::kBaseline) {
       return point_gradients_avx2(taps, v, w, P, scale, softmax, grad_w,
                                   grad_offset, grad_mask);
     }
@@ -365,13 +374,13 @@ void point_gradients_on(bool avx2, const Taps<opmath_t, index_t>& taps,
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-void group_backward_on(bool avx2, const Taps<opmath_t, index_t>& taps,
+void group_backward_on(Isa isa, const Taps<opmath_t, index_t>& taps,
                        const opmath_t* mask, int P, const opmath_t* go,
                        const scalar_t* in, opmath_t* gin, int D, int d_begin,
                        int d_end, bool dots, opmath_t* v) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (avx2) {
+    if (isa != Isa::kBaseline) {
       return group_backward_avx2(taps, mask, P, go, in, gin, D, d_begin, d_end,
                                  dots, v);
     }
@@ -388,7 +397,7 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
   const int D = g.group_channels, C = g.channels, P = g.points;
   const int64_t pixels = g.batch * g.h_out * g.w_out;
   const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
-  const bool avx2 = kMayUseAvx2<scalar_t, index_t> && use_avx2(g);
+  const Isa isa = kMayUseAvx2<scalar_t, index_t> ? isa_for(g) : Isa::kBaseline;
   at::parallel_for(
       0, pixels, grain_for(int64_t(g.group) * P * (4 * D + 32)),
       [&](int64_t begin, int64_t end) {
@@ -403,11 +412,11 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
           // independent chains of long latency, which the CPU overlaps.
           opmath_t* const masks = s.pixel_masks.data();
           mask_weights_on<scalar_t, opmath_t, index_t>(
-              avx2, mask + q * g.group * P, g.group, P, softmax, masks);
-          gather_taps(avx2, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
+              isa, mask + q * g.group * P, g.group, P, softmax, masks);
+          gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                       false, masks);
           for (int grp = 0; grp < g.group; ++grp) {
-            weighted_sum_on<B>(avx2, s.taps.at(grp * P), P,
+            weighted_sum_on<B>(isa, s.taps.at(grp * P), P,
                                input + n * image + grp * D,
                                D, output + q * C + grp * D);
           }
@@ -450,7 +459,7 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
     slices *= 2;
   }
   const int slice = (D + slices - 1) / slices;
-  const bool avx2 = kMayUseAvx2<scalar_t, index_t> && use_avx2(g);
+  const Isa isa = kMayUseAvx2<scalar_t, index_t> ? isa_for(g) : Isa::kBaseline;
   const int64_t task_cost =
       int64_t(g.h_out) * g.w_out * block * P * (8 * slice + 64);
   at::parallel_for(
@@ -490,9 +499,9 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
               // Step 1 for the block's groups first, as in the forward.
               opmath_t* const masks = s.pixel_masks.data();
               mask_weights_on<scalar_t, opmath_t, index_t>(
-                  avx2, mask + (q * g.group + first) * P, last - first, P,
+                  isa, mask + (q * g.group + first) * P, last - first, P,
                   softmax, masks);
-              gather_taps(avx2, g, cx, cy, s, offset + 2 * (q * g.group + first) * P,
+              gather_taps(isa, g, cx, cy, s, offset + 2 * (q * g.group + first) * P,
                           last - first, dots, static_cast<const opmath_t*>(nullptr));
               for (int grp = first; grp < last; ++grp) {
                 const int64_t k0 = (q * g.group + grp) * P;
@@ -508,11 +517,11 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                 const opmath_t* m = masks + at;
                 const Taps<opmath_t, index_t> taps = s.taps.at(at);
                 opmath_t* const v = s.dots.data() + 4 * at;
-                group_backward_on(avx2, taps, m, P, go, input + n * image + grp * D,
+                group_backward_on(isa, taps, m, P, go, input + n * image + grp * D,
                                   grad_input + n * image + grp * D, D, d_begin, d_end,
                                   dots, v);
                 if (!dots) continue;
-                point_gradients_on<scalar_t>(avx2, taps, v, m, P, scale, softmax,
+                point_gradients_on<scalar_t>(isa, taps, v, m, P, scale, softmax,
                                              s.grad_mask.data(), grad_offset + 2 * k0,
                                              grad_mask + k0);
               }

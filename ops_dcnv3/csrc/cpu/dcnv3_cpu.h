@@ -17,6 +17,9 @@
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define DCNV3_HAVE_AVX2 1
+#include <immintrin.h>
+#define DCNV3_TARGET_AVX2 __attribute__((target("avx2")))
+#define DCNV3_TARGET_AVX512 __attribute__((target("avx512f")))
 #else
 #define DCNV3_HAVE_AVX2 0
 #endif
@@ -105,6 +108,14 @@ inline float softmax_exp(float x) {
 inline double softmax_exp(double x) { return std::exp(x); }
 
 #if DCNV3_HAVE_AVX2
+// Sums of four vectors of 8 lanes, each in lane_tree's order
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+DCNV3_TARGET_AVX2 inline __m128 tree_sums(__m256 a0, __m256 a1, __m256 a2,
+                                          __m256 a3) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 // True when the CPU can run the functions below.
 bool cpu_has_avx2();
 
@@ -141,6 +152,13 @@ void weighted_sum_avx2(const Taps<float, int32_t>& taps, int P,
 void group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
                          int P, const float* go, const float* in, float* gin,
                          int D, int d_begin, int d_end, bool dots, float* v);
+
+// AVX-512 (dcnv3_cpu_avx512.cpp), where the CPU has AVX-512F:
+// weighted_sum_avx2 with 16 channels a vector (a last 8 in an AVX2 one),
+// lane for lane the same operations in the same order: the same bits.
+bool cpu_has_avx512();
+void weighted_sum_avx512(const Taps<float, int32_t>& taps, int P,
+                         const float* in, int D, float* out);
 
 // The gradients of one (pixel, group)'s offsets and mask from the dot
 // products v of group_backward_avx2, as the portable point_gradients;

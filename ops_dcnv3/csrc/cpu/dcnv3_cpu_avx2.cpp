@@ -13,19 +13,9 @@
 
 #include <cmath>
 
-#define DCNV3_TARGET_AVX2 __attribute__((target("avx2")))
-
 namespace ops_dcnv3 {
 namespace cpu {
 namespace {
-
-// Sums of four vectors of 8 lanes, each in the portable tree order
-// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
-DCNV3_TARGET_AVX2 inline __m128 tree_sums(__m256 a0, __m256 a1, __m256 a2,
-                                          __m256 a3) {
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
 
 // `at` where `ok`, else -1 (the index of a tap outside the image).
 DCNV3_TARGET_AVX2 inline __m256i or_outside(__m256 ok, __m256i at) {
