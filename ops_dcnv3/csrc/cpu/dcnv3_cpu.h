@@ -154,7 +154,7 @@ void group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
                          int D, int d_begin, int d_end, bool dots, float* v);
 
 // AVX-512 (dcnv3_cpu_avx512.cpp), where the CPU has AVX-512F:
-// weighted_sum_avx2 with 16 channels a vector (a last 8 in an AVX2 one),
+// weighted_sum_avx2 with 16 channels a vector (a last 8 by weighted_sum_avx2),
 // lane for lane the same operations in the same order: the same bits.
 bool cpu_has_avx512();
 void weighted_sum_avx512(const Taps<float, int32_t>& taps, int P,

@@ -45,19 +45,8 @@ DCNV3_TARGET_AVX512 void weighted_sum_avx512(const Taps<float, int32_t>& taps,
     }
     _mm512_storeu_ps(out + d0, _mm512_add_ps(acc[0], acc[1]));
   }
-  if (d0 < D) {  // the last 8
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int p = 0; p < P; ++p) {
-      for (int k = 0; k < 4; ++k) {
-        const int t = k * S + p;
-        if (index[t] < 0) continue;
-        const __m256 w = _mm256_set1_ps(weight[t]);
-        acc[k >> 1] = _mm256_add_ps(
-            acc[k >> 1], _mm256_mul_ps(w, _mm256_loadu_ps(in + index[t] + d0)));
-      }
-    }
-    _mm256_storeu_ps(out + d0, _mm256_add_ps(acc[0], acc[1]));
-  }
+  // The last 8 channels: the AVX2 sum, on them alone.
+  if (d0 < D) weighted_sum_avx2(taps, P, in + d0, D - d0, out + d0);
 }
 
 }  // namespace cpu
