@@ -1,10 +1,11 @@
 // Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 //
-// What the CPU kernel's two instruction-set files share: the taps of one
-// (pixel, group) and the AVX2 functions (dcnv3_cpu_avx2.cpp) that the
-// portable code (dcnv3_cpu.cpp) calls when the CPU has AVX2.
+// What the CPU kernel's instruction-set files share: the taps of one
+// (pixel, group) and the AVX2 and AVX-512 functions (dcnv3_cpu_avx2.cpp,
+// dcnv3_cpu_avx512.cpp) that the portable code (dcnv3_cpu.cpp) calls when
+// the CPU has them.
 //
-// Both instruction sets compute the same operations in the same order (no
+// All instruction sets compute the same operations in the same order (no
 // FMA, the same summation trees), so that they give identical bits; the
 // tests compare them.
 #pragma once
