@@ -309,14 +309,47 @@ def test_non_contiguous_inputs_and_empty_batch():
     assert [g.shape for g in grads] == [t.shape for t in empty]
 
 
-def test_cpu_kernel_is_deterministic_across_thread_counts():
-    case = Case(n=1, h=12, w=12, group=1, group_channels=32, offset_std=2.0)
+# Big enough for the CPU backward to split its one image into two bands of
+# rows (row_bands in dcnv3_cpu.cpp: batch 1, at least 8 output rows, 4M
+# units of work): with offsets of std 1 many taps land in the other band's
+# rows (its halo), with std 30 most land further (rows allocated as they are
+# written). One group of 32 channels for the first: the vector path's
+# general loop, not its register one.
+BAND_CASES = {
+    'halo': Case(n=1, h=64, w=48, group=4, group_channels=16),
+    'halo_one_group': Case(n=1, h=40, w=40, group=1, group_channels=64),
+    'far': Case(n=1, h=64, w=48, group=4, group_channels=16, offset_std=30.0),
+    'stride2_dilation2': Case(n=1, h=96, w=64, group=2, group_channels=32, stride_h=2,
+                              stride_w=2, dilation_h=2, dilation_w=2, pad_h=2, pad_w=2),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAND_CASES))
+def test_cpu_backward_bands_give_every_tap_its_gradient(name):
+    """The CPU backward splits an image into bands of rows, each adding the
+    gradients of taps in the other bands' rows later: all of them must
+    arrive (fp64 against the reference)."""
+    case = BAND_CASES[name]
+    tensors = case.tensors()
+    grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels,
+                           dtype=torch.float64)
+    out, grads = run(dcnv3, case, tensors, grad_out)
+    ref_out, ref_grads = run(dcnv3_core_pytorch, case, tensors, grad_out)
+    assert_close_scaled(out, ref_out, 1e-12, 'output')
+    for what, g, r in zip(('input', 'offset', 'mask'), grads, ref_grads):
+        assert_close_scaled(g, r, 1e-12, what)
+
+
+@pytest.mark.parametrize('name', ['one_band', *sorted(BAND_CASES)])
+def test_cpu_kernel_is_deterministic_across_thread_counts(name):
+    case = BAND_CASES.get(name) or Case(n=1, h=12, w=12, group=1, group_channels=32,
+                                        offset_std=2.0)
     tensors = case.tensors(torch.float32)
-    grad_out = torch.randn(case.n, *case.out_size, 32)
+    grad_out = torch.randn(case.n, *case.out_size, case.group * case.group_channels)
     threads = torch.get_num_threads()
     results = []
     try:
-        for n in (1, 2, 1):
+        for n in (1, 2, 3, 1):
             torch.set_num_threads(n)
             out, grads = run(dcnv3, case, tensors, grad_out)
             results.append((out, *grads))
@@ -608,8 +641,9 @@ ISA_CASES = {
     'd24_anisotropic': replace(CASES['anisotropic'], group_channels=24),
     'd64_k5_s2_d2_center': CASES['k5_s2_d2_c64_center'],
     'd32_mostly_outside': CASES['mostly_outside_c32'],
-    # One image, one group: the backward splits the channels into slices.
-    'd32_sliced': Case(n=1, h=6, w=7, group=1, group_channels=32, offset_std=2.0),
+    # The backward in two bands of rows (see BAND_CASES).
+    'd16_bands': BAND_CASES['halo'],
+    'd64_bands_far': replace(BAND_CASES['far'], group=1, group_channels=64),
 }
 HAS_AVX2 = torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')
 HAS_AVX512 = torch.backends.cpu.get_cpu_capability() == 'AVX512'

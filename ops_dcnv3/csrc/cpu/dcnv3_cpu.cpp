@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -255,25 +256,26 @@ __attribute__((noinline)) void weighted_sum(
   }
 }
 
-// Step 3 of the backward, portable: the twin of group_backward_avx2.
+// Step 3 of the backward, portable: the twin of group_backward_avx2
+// (dcnv3_cpu.h), which says what it computes.
 template <typename scalar_t, typename opmath_t, typename index_t>
-__attribute__((noinline)) void group_backward(
+__attribute__((noinline)) int group_backward(
     const Taps<opmath_t, index_t>& taps, const opmath_t* __restrict__ mask,
     int P, const opmath_t* __restrict__ go, const scalar_t* __restrict__ in,
-    opmath_t* __restrict__ gin, int D, int d_begin, int d_end, bool dots,
-    opmath_t* __restrict__ v) {
+    const GradRows<opmath_t, index_t>& dst, int D, opmath_t* __restrict__ v) {
   const index_t* __restrict__ index = taps.index;
   const opmath_t* __restrict__ weight = taps.weight;
   const int S = taps.stride;
-  const bool fused = dots && d_begin == 0 && d_end == D;
+  int foreign = 0;
   for (int t4 = 0; t4 < 4 * P; ++t4) {  // point t4 / 4, neighbour t4 % 4
     const int p = t4 / 4, t = (t4 % 4) * S + p;
     opmath_t part[kLanes] = {};
-    if (index[t] >= 0) {
-      const opmath_t a = weight[t] * mask[p];
-      opmath_t* __restrict__ y = gin + index[t];
-      const scalar_t* __restrict__ x = in + index[t];
-      if (fused) {  // the scatter and the dot product in one sweep
+    const index_t at = index[t];
+    if (at >= 0) {
+      const scalar_t* __restrict__ x = in + at;
+      opmath_t* __restrict__ const y = dst.at(at);
+      if (y) {  // the scatter and the dot product in one sweep
+        const opmath_t a = weight[t] * mask[p];
         int d0 = 0;
         for (; d0 + kLanes <= D; d0 += kLanes) {
           for (int d = 0; d < kLanes; ++d) {
@@ -287,22 +289,21 @@ __attribute__((noinline)) void group_backward(
           part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
         }
       } else {
-        for (int d = d_begin; d < d_end; ++d) y[d] += a * go[d];
-        if (dots) {
-          int d0 = 0;
-          for (; d0 + kLanes <= D; d0 += kLanes) {
-            for (int d = 0; d < kLanes; ++d) {
-              part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
-            }
-          }
-          for (int d = 0; d0 + d < D; ++d) {
+        ++foreign;
+        int d0 = 0;
+        for (; d0 + kLanes <= D; d0 += kLanes) {
+          for (int d = 0; d < kLanes; ++d) {
             part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
           }
         }
+        for (int d = 0; d0 + d < D; ++d) {
+          part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
+        }
       }
     }
-    if (dots) v[t4] = lane_tree(part);
+    v[t4] = lane_tree(part);
   }
+  return foreign;
 }
 
 // Steps 1 to 3 on the instruction set chosen for the call (isa_for; the
@@ -374,19 +375,18 @@ void point_gradients_on(Isa isa, const Taps<opmath_t, index_t>& taps,
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
-void group_backward_on(Isa isa, const Taps<opmath_t, index_t>& taps,
-                       const opmath_t* mask, int P, const opmath_t* go,
-                       const scalar_t* in, opmath_t* gin, int D, int d_begin,
-                       int d_end, bool dots, opmath_t* v) {
+int group_backward_on(Isa isa, const Taps<opmath_t, index_t>& taps,
+                      const opmath_t* mask, int P, const opmath_t* go,
+                      const scalar_t* in, const GradRows<opmath_t, index_t>& dst,
+                      int D, opmath_t* v) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
     if (isa != Isa::kBaseline) {
-      return group_backward_avx2(taps, mask, P, go, in, gin, D, d_begin, d_end,
-                                 dots, v);
+      return group_backward_avx2(taps, mask, P, go, in, dst, D, v);
     }
   }
 #endif
-  group_backward(taps, mask, P, go, in, gin, D, d_begin, d_end, dots, v);
+  return group_backward(taps, mask, P, go, in, dst, D, v);
 }
 
 template <typename scalar_t, int B, typename index_t>
@@ -424,20 +424,78 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
       });
 }
 
-// The backward pass, in one sweep. Each task owns one (image, block of
-// groups, channel slice) of grad_input and walks the output pixels in order,
-// the block's groups inner: tasks never write the same element and every
-// sum has a fixed order (pixel, point, neighbour), whatever the number of
-// threads or tasks. Blocks of whole groups keep each pixel's channels
-// together, as the forward reads them: with one group a task, a task's
-// taps touch one 64-byte line of every pixel's C channels, all in the few
-// L1 sets that stride C maps to, and miss. So there are only as many blocks
-// as the threads need; channels are sliced (in multiples of 8) only when
-// images x groups cannot keep the threads busy. The task holding a group's
-// first slice also computes the gradients of that group's offsets and mask
-// (dot products over all D channels, read-only; in the same sweep as the
-// scatter when the slice is the whole group).
-constexpr int kStrip = 32;  // output columns a strip (backward_kernel)
+// The backward pass splits each image into bands of output rows, the same
+// bands whatever the number of threads (they depend on the shape only, see
+// row_bands). Band b owns the input rows [in_row[b], in_row[b + 1]), about
+// those its output rows are centred on: one task a (image, band) zeroes
+// those rows of grad_input and walks its output pixels in a fixed order
+// (below), all groups of a pixel together, as the forward reads them. The
+// taps that land in its own rows go straight into grad_input, those in the
+// few rows next to them (halo_rows) into a halo of its own, the rest
+// (wherever large offsets send them) into rows of its own allocated as
+// they are first written (Foreign); a second pass adds to each row of
+// grad_input what the other bands sent it, bands in order. So every element
+// of grad_input is summed in one order that the shape fixes, and no two
+// tasks write one element. (Splitting the groups among tasks instead, as
+// this kernel once did, made each task's sweep over the image slower than
+// the whole sweep on one thread: a task then touches one 64-byte line of
+// every pixel's C channels.) The offset and mask gradients of a (pixel,
+// group) come from the dot products of its taps with grad_out over all D
+// channels, in the same sweep as the scatter, whoever owns the rows.
+constexpr int kStrip = 32;           // output columns a strip (backward_kernel)
+// Bands for all images of a call together (a power of 2; images are tasks
+// of their own): one image splits in two, more do not split. On this
+// project's 2-core host 4 and 8 bands an image made the backward slower
+// than 2 (the halos' traffic), and 2 threads are what it has.
+constexpr int kMaxBands = 2;
+constexpr int kMinBandRows = 4;      // output rows a band, at least
+constexpr int64_t kBandWork = 1 << 21;  // grain_for units a band, at least
+constexpr int kHaloOffset = 3;       // learned offsets (rows) the halo allows for
+
+struct RowBands {
+  int count;                         // an image's
+  int halo;                          // rows above and below a band's own
+  std::vector<int> out_row, in_row;  // count + 1 boundaries each
+};
+
+// As many bands as the work and the rows allow, a power of 2 (so that
+// threads share them evenly) and at most kMaxBands for the whole batch,
+// from the shape only.
+RowBands row_bands(const Geometry& g, int64_t work) {
+  RowBands b;
+  b.count = 1;
+  while (g.batch * 2 * b.count <= kMaxBands && g.h_out / (2 * b.count) >= kMinBandRows &&
+         work / (2 * b.count) >= kBandWork) {
+    b.count *= 2;
+  }
+  // The rows a point of a band's first or last output row samples, with
+  // offsets of up to kHaloOffset rows, and its bilinear neighbour below.
+  b.halo = b.count == 1 ? 0 : std::min(g.height, static_cast<int>(std::ceil(
+      g.offset_scale * (g.dilation_h * (g.kernel_h - 1) / 2 + kHaloOffset))) + 1);
+  b.out_row.resize(b.count + 1);
+  b.in_row.resize(b.count + 1);
+  for (int k = 0; k <= b.count; ++k) {
+    b.out_row[k] = static_cast<int>(int64_t(g.h_out) * k / b.count);
+    int cx, cy;
+    centre_location(g, b.out_row[k], 0, cx, cy);
+    b.in_row[k] = k == 0 ? 0 : k == b.count ? g.height : std::min(g.height, std::max(0, cy));
+  }
+  return b;
+}
+
+// The gradients a band sends to input rows beyond its halo: whole rows,
+// allocated (zeroed) when first written.
+template <typename opmath_t>
+struct Foreign {
+  int64_t row_len;
+  std::vector<std::unique_ptr<opmath_t[]>> rows;
+
+  Foreign(int height, int64_t row_len) : row_len(row_len), rows(height) {}
+  opmath_t* row(int y) {
+    if (!rows[y]) rows[y].reset(new opmath_t[row_len]());
+    return rows[y].get();
+  }
+};
 
 template <typename scalar_t, typename index_t>
 void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
@@ -446,64 +504,64 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                      scalar_t* grad_offset, scalar_t* grad_mask) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int D = g.group_channels, C = g.channels, P = g.points;
-  const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
+  const int64_t row_len = int64_t(g.width) * C;
+  const int64_t image = g.height * row_len;
   const opmath_t scale = static_cast<opmath_t>(g.offset_scale);
-  const int64_t threads = at::get_num_threads();
-  const int blocks = static_cast<int>(std::min<int64_t>(
-      g.group, std::max<int64_t>(1, (threads + g.batch - 1) / g.batch)));
-  const int block = (g.group + blocks - 1) / blocks;  // groups per block
-  const int n_blocks = (g.group + block - 1) / block;
-  int slices = 1;
-  while (g.batch * n_blocks * slices < threads && block == 1 &&
-         D / (slices * 2) >= 8) {
-    slices *= 2;
-  }
-  const int slice = (D + slices - 1) / slices;
   const Isa isa = kMayUseAvx2<scalar_t, index_t> ? isa_for(g) : Isa::kBaseline;
-  const int64_t task_cost =
-      int64_t(g.h_out) * g.w_out * block * P * (8 * slice + 64);
+  const int64_t work = int64_t(g.h_out) * g.w_out * g.group * P * (8 * D + 64);
+  const RowBands bands = row_bands(g, work);
+  const int64_t tasks = g.batch * bands.count;
+  // The rows [first, last) a band owns, and those with its halo.
+  auto own_rows = [&](int band, int& first, int& last) {
+    first = bands.in_row[band];
+    last = bands.in_row[band + 1];
+  };
+  auto halo_rows = [&](int band, int& first, int& last) {
+    first = std::max(0, bands.in_row[band] - bands.halo);
+    last = std::min(g.height, bands.in_row[band + 1] + bands.halo);
+  };
+  const int64_t halo_len = 2 * bands.halo * row_len;
+  std::vector<opmath_t> halos(tasks > 1 ? tasks * halo_len : 0);
+  std::vector<Foreign<opmath_t>> foreign;
+  foreign.reserve(tasks);
+  for (int64_t k = 0; k < tasks; ++k) foreign.emplace_back(g.height, row_len);
   at::parallel_for(
-      0, g.batch * n_blocks * slices, grain_for(task_cost),
+      0, tasks, grain_for(work / bands.count),
       [&](int64_t begin, int64_t end) {
         Scratch<opmath_t, index_t> s(g);
         std::vector<opmath_t> go_buffer(D);
         for (int64_t task = begin; task < end; ++task) {
-          const int64_t n = task / (int64_t(n_blocks) * slices);
-          const int first = static_cast<int>((task / slices) % n_blocks) * block;
-          const int last = std::min(g.group, first + block);
-          const int part = static_cast<int>(task % slices);
-          const int d_begin = part * slice;
-          const int d_end = std::min(D, d_begin + slice);
-          const bool dots = part == 0;
-          // This task's part of grad_input (grad_input comes uninitialised,
-          // see prepare_backward): channels [first * D + d_begin, (last -
-          // 1) * D + d_end) of every pixel of image n.
-          {
-            const int64_t lo = int64_t(first) * D + d_begin;
-            const int64_t len = int64_t(last - first - 1) * D + d_end - d_begin;
-            opmath_t* const gin = grad_input + n * image;
-            for (int64_t pix = 0; pix < int64_t(g.height) * g.width; ++pix) {
-              std::memset(gin + pix * C + lo, 0, sizeof(opmath_t) * len);
-            }
-          }
-          // Output columns in strips of kStrip, rows inside a strip: the
-          // taps of the next row then hit the lines the last row brought
-          // into L1 (row by row over a wide image, they are a whole row of
-          // pixels away). A fixed order, whatever the thread count.
+          const int64_t n = task / bands.count;
+          const int band = static_cast<int>(task % bands.count);
+          int own_first, own_last, halo_first, halo_last;
+          own_rows(band, own_first, own_last);
+          halo_rows(band, halo_first, halo_last);
+          opmath_t* const gin = grad_input + n * image;
+          const GradRows<opmath_t, index_t> rows{
+              gin, halos.data() + task * halo_len,
+              static_cast<index_t>(own_first * row_len), static_cast<index_t>(own_last * row_len),
+              static_cast<index_t>(halo_first * row_len), static_cast<index_t>(halo_last * row_len)};
+          // grad_input comes uninitialised (see prepare_backward); the
+          // halo from the vector, zeroed.
+          std::memset(gin + rows.own_begin, 0, sizeof(opmath_t) * (rows.own_end - rows.own_begin));
+          Foreign<opmath_t>& far = foreign[task];
+          // Output columns in strips of kStrip, the band's rows inside a
+          // strip: the taps of the next row then hit the lines the last row
+          // brought into L1 (row by row over a wide image, they are a whole
+          // row of pixels away).
           for (int j0 = 0; j0 < g.w_out; j0 += kStrip)
-          for (int i = 0; i < g.h_out; ++i) {
+          for (int i = bands.out_row[band]; i < bands.out_row[band + 1]; ++i) {
             for (int j = j0; j < std::min(g.w_out, j0 + kStrip); ++j) {
               const int64_t q = (n * g.h_out + i) * g.w_out + j;
               opmath_t cx, cy;
               centre_location(g, i, j, cx, cy);
-              // Step 1 for the block's groups first, as in the forward.
+              // Step 1 for all groups first, as in the forward.
               opmath_t* const masks = s.pixel_masks.data();
               mask_weights_on<scalar_t, opmath_t, index_t>(
-                  isa, mask + (q * g.group + first) * P, last - first, P,
-                  softmax, masks);
-              gather_taps(isa, g, cx, cy, s, offset + 2 * (q * g.group + first) * P,
-                          last - first, dots, static_cast<const opmath_t*>(nullptr));
-              for (int grp = first; grp < last; ++grp) {
+                  isa, mask + q * g.group * P, g.group, P, softmax, masks);
+              gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
+                          true, static_cast<const opmath_t*>(nullptr));
+              for (int grp = 0; grp < g.group; ++grp) {
                 const int64_t k0 = (q * g.group + grp) * P;
                 const scalar_t* go_q = grad_out + q * C + grp * D;
                 const opmath_t* go;
@@ -513,18 +571,63 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                   for (int d = 0; d < D; ++d) go_buffer[d] = static_cast<opmath_t>(go_q[d]);
                   go = go_buffer.data();
                 }
-                const int at = (grp - first) * P;
+                const int at = grp * P;
                 const opmath_t* m = masks + at;
                 const Taps<opmath_t, index_t> taps = s.taps.at(at);
                 opmath_t* const v = s.dots.data() + 4 * at;
-                group_backward_on(isa, taps, m, P, go, input + n * image + grp * D,
-                                  grad_input + n * image + grp * D, D, d_begin, d_end,
-                                  dots, v);
-                if (!dots) continue;
+                const GradRows<opmath_t, index_t> dst = rows.shifted(grp * D);
+                const int n_far = group_backward_on(
+                    isa, taps, m, P, go, input + n * image + grp * D, dst, D, v);
+                // The taps beyond the halo, in the order group_backward
+                // visits them.
+                for (int t4 = 0, left = n_far; left > 0; ++t4) {
+                  const int p = t4 / 4, t = (t4 % 4) * taps.stride + p;
+                  const index_t where = taps.index[t];
+                  if (where < 0 || dst.at(where)) continue;
+                  --left;
+                  const int y = static_cast<int>(where / row_len);
+                  opmath_t* const out = far.row(y) + (where - y * row_len) + grp * D;
+                  const opmath_t a = taps.weight[t] * m[p];
+                  for (int d = 0; d < D; ++d) out[d] += a * go[d];
+                }
                 point_gradients_on<scalar_t>(isa, taps, v, m, P, scale, softmax,
                                              s.grad_mask.data(), grad_offset + 2 * k0,
                                              grad_mask + k0);
               }
+            }
+          }
+        }
+      });
+  if (bands.count == 1) return;
+  // To each band's rows of grad_input, what the other bands sent them, in
+  // band order (a row is in a band's halo or it is not).
+  at::parallel_for(
+      0, tasks, grain_for(image / bands.count),
+      [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t n = task / bands.count;
+          const int band = static_cast<int>(task % bands.count);
+          int own_first, own_last;
+          own_rows(band, own_first, own_last);
+          for (int y = own_first; y < own_last; ++y) {
+            opmath_t* const out = grad_input + n * image + y * row_len;
+            for (int from = 0; from < bands.count; ++from) {
+              if (from == band) continue;
+              const int64_t source = n * bands.count + from;
+              int from_first, from_last, halo_first, halo_last;
+              own_rows(from, from_first, from_last);
+              halo_rows(from, halo_first, halo_last);
+              const opmath_t* const halo = halos.data() + source * halo_len;
+              const opmath_t* add;
+              if (y >= halo_first && y < from_first) {
+                add = halo + (y - halo_first) * row_len;
+              } else if (y >= from_last && y < halo_last) {
+                add = halo + (from_first - halo_first + y - from_last) * row_len;
+              } else {
+                add = foreign[source].rows[y].get();
+                if (!add) continue;
+              }
+              for (int64_t e = 0; e < row_len; ++e) out[e] += add[e];
             }
           }
         }

@@ -145,14 +145,40 @@ void gather_avx2(const Geometry& g, float cx, float cy, const float* grid_x,
 void weighted_sum_avx2(const Taps<float, int32_t>& taps, int P,
                        const float* in, int D, float* out);
 
+// Where one task of the backward (a band of rows of an image, see
+// backward_kernel in dcnv3_cpu.cpp) adds the gradient of a neighbour at
+// image offset i (as Taps::index holds it): into grad_input itself for the
+// rows the task owns, [own_begin, own_end); into its halo, a buffer of
+// its own, for the rows just above, [halo_begin, own_begin), and just
+// below, [own_end, halo_end), stored one after the other; elsewhere
+// (nullptr) for the rest, which the caller handles. `own` and `halo` point
+// at the group's first channel.
+template <typename opmath_t, typename index_t>
+struct GradRows {
+  opmath_t* own;
+  opmath_t* halo;
+  index_t own_begin, own_end, halo_begin, halo_end;
+
+  opmath_t* at(index_t i) const {
+    if (i >= own_begin && i < own_end) return own + i;
+    if (i >= halo_begin && i < own_begin) return halo + (i - halo_begin);
+    if (i >= own_end && i < halo_end) return halo + (own_begin - halo_begin) + (i - own_end);
+    return nullptr;
+  }
+  GradRows shifted(int channels) const {
+    return {own + channels, halo + channels, own_begin, own_end, halo_begin, halo_end};
+  }
+};
+
 // The backward of one (pixel, group): for each tap (p, k) inside the image,
-// with a = weight * mask[p], gin[index + d] += a * go[d] for d in [d_begin,
-// d_end), and, with `dots`, v[4 * p + k] = sum_d go[d] * in[index + d]
-// over all D channels (0 for taps outside; point-major, the four of a point
-// stored at once). D a multiple of 8.
-void group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
-                         int P, const float* go, const float* in, float* gin,
-                         int D, int d_begin, int d_end, bool dots, float* v);
+// v[4 * p + k] = sum_d go[d] * in[index + d] over the D channels (0 for taps
+// outside; point-major, the four of a point stored at once), and, where
+// dst.at(index) is not null, dst.at(index)[d] += a * go[d] with a = weight
+// * mask[p]. Returns the number of taps inside the image whose dst.at is
+// null, which the caller scatters itself. D a multiple of 8.
+int group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
+                        int P, const float* go, const float* in,
+                        const GradRows<float, int32_t>& dst, int D, float* v);
 
 // AVX-512 (dcnv3_cpu_avx512.cpp), where the CPU has AVX-512F:
 // weighted_sum_avx2 with 16 channels a vector (a last 8 by weighted_sum_avx2),

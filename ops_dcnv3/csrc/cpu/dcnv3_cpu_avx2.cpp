@@ -240,18 +240,18 @@ DCNV3_TARGET_AVX2 void weighted_sum_avx2(const Taps<float, int32_t>& taps,
 
 namespace {
 
-// The fused sweep (scatter and dot products, the whole group) of
 // group_backward_avx2 for groups of 8 * V channels: the V vectors of
 // grad_out and the four dot products of a point stay in registers. The
 // same operations in the same order as the general loop below.
 template <int V>
-DCNV3_TARGET_AVX2 void group_backward_fused_avx2(
+DCNV3_TARGET_AVX2 int group_backward_regs_avx2(
     const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
     const float* __restrict__ go, const float* __restrict__ in,
-    float* __restrict__ gin, float* __restrict__ v) {
+    const GradRows<float, int32_t>& dst, float* __restrict__ v) {
   const int32_t* __restrict__ index = taps.index;
   const float* __restrict__ weight = taps.weight;
   const int S = taps.stride;
+  int foreign = 0;
   __m256 g[V];
   for (int e = 0; e < V; ++e) g[e] = _mm256_loadu_ps(go + 8 * e);
   for (int p = 0; p < P; ++p) {
@@ -260,72 +260,70 @@ DCNV3_TARGET_AVX2 void group_backward_fused_avx2(
       acc[k] = _mm256_setzero_ps();
       const int32_t at = index[k * S + p];
       if (at < 0) continue;
-      const __m256 av = _mm256_set1_ps(weight[k * S + p] * mask[p]);
-      float* y = gin + at;
       const float* x = in + at;
-      for (int e = 0; e < V; ++e) {
-        _mm256_storeu_ps(y + 8 * e, _mm256_add_ps(_mm256_loadu_ps(y + 8 * e),
-                                                  _mm256_mul_ps(av, g[e])));
-        acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
+      float* const y = dst.at(at);
+      if (y) {
+        const __m256 av = _mm256_set1_ps(weight[k * S + p] * mask[p]);
+        for (int e = 0; e < V; ++e) {
+          _mm256_storeu_ps(y + 8 * e, _mm256_add_ps(_mm256_loadu_ps(y + 8 * e),
+                                                    _mm256_mul_ps(av, g[e])));
+          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
+        }
+      } else {
+        ++foreign;
+        for (int e = 0; e < V; ++e) {
+          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
+        }
       }
     }
     _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
   }
+  return foreign;
 }
 
 }  // namespace
 
-DCNV3_TARGET_AVX2 void group_backward_avx2(
+DCNV3_TARGET_AVX2 int group_backward_avx2(
     const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
     const float* __restrict__ go, const float* __restrict__ in,
-    float* __restrict__ gin, int D, int d_begin, int d_end, bool dots,
-    float* __restrict__ v) {
+    const GradRows<float, int32_t>& dst, int D, float* __restrict__ v) {
+  switch (D) {
+    case 8: return group_backward_regs_avx2<1>(taps, mask, P, go, in, dst, v);
+    case 16: return group_backward_regs_avx2<2>(taps, mask, P, go, in, dst, v);
+    case 24: return group_backward_regs_avx2<3>(taps, mask, P, go, in, dst, v);
+    case 32: return group_backward_regs_avx2<4>(taps, mask, P, go, in, dst, v);
+    default: break;
+  }
   const int32_t* __restrict__ index = taps.index;
   const float* __restrict__ weight = taps.weight;
   const int S = taps.stride;
-  const bool fused = dots && d_begin == 0 && d_end == D;
-  if (fused) {
-    switch (D) {
-      case 8: return group_backward_fused_avx2<1>(taps, mask, P, go, in, gin, v);
-      case 16: return group_backward_fused_avx2<2>(taps, mask, P, go, in, gin, v);
-      case 24: return group_backward_fused_avx2<3>(taps, mask, P, go, in, gin, v);
-      case 32: return group_backward_fused_avx2<4>(taps, mask, P, go, in, gin, v);
-      default: break;
-    }
-  }
+  int foreign = 0;
   for (int p = 0; p < P; ++p) {
     __m256 acc[4];
     for (int k = 0; k < 4; ++k) {
       acc[k] = _mm256_setzero_ps();
       const int32_t at = index[k * S + p];
       if (at < 0) continue;
-      const float a = weight[k * S + p] * mask[p];
-      const __m256 av = _mm256_set1_ps(a);
-      float* y = gin + at;
       const float* x = in + at;
-      if (fused) {  // the scatter and the dot product in one sweep
+      float* const y = dst.at(at);
+      if (y) {  // the scatter and the dot product in one sweep
+        const __m256 av = _mm256_set1_ps(weight[k * S + p] * mask[p]);
         for (int d = 0; d < D; d += 8) {
           const __m256 g8 = _mm256_loadu_ps(go + d);
           _mm256_storeu_ps(y + d, _mm256_add_ps(_mm256_loadu_ps(y + d), _mm256_mul_ps(av, g8)));
           acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g8, _mm256_loadu_ps(x + d)));
         }
-        continue;
-      }
-      int d = d_begin;
-      for (; d + 8 <= d_end; d += 8) {
-        _mm256_storeu_ps(y + d, _mm256_add_ps(_mm256_loadu_ps(y + d),
-                                              _mm256_mul_ps(av, _mm256_loadu_ps(go + d))));
-      }
-      for (; d < d_end; ++d) y[d] += a * go[d];
-      if (dots) {
-        for (int e = 0; e < D; e += 8) {
-          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_loadu_ps(go + e),
-                                                       _mm256_loadu_ps(x + e)));
+      } else {
+        ++foreign;
+        for (int d = 0; d < D; d += 8) {
+          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_loadu_ps(go + d),
+                                                       _mm256_loadu_ps(x + d)));
         }
       }
     }
-    if (dots) _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
+    _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
   }
+  return foreign;
 }
 
 DCNV3_TARGET_AVX2 void point_gradients_avx2(
