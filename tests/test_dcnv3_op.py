@@ -645,8 +645,51 @@ ISA_CASES = {
     'd16_bands': BAND_CASES['halo'],
     'd64_bands_far': replace(BAND_CASES['far'], group=1, group_channels=64),
 }
-HAS_AVX2 = torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')
-HAS_AVX512 = torch.backends.cpu.get_cpu_capability() == 'AVX512'
+
+
+def cpu_kernel_can_run(isa):
+    """Whether the CPU kernel, asked for `isa` through OPS_DCNV3_CPU_ISA,
+    finds it on this CPU (it raises where the CPU or the build lacks it)."""
+    if 'cpu' not in KERNEL_DEVICES:
+        return False
+    case = Case(group_channels=8)
+    before = os.environ.get('OPS_DCNV3_CPU_ISA')
+    os.environ['OPS_DCNV3_CPU_ISA'] = isa
+    try:
+        dcnv3(*case.tensors(torch.float32), *case.params(), 64, False)
+        return True
+    except ValueError as e:
+        assert 'lacks' in str(e), e
+        return False
+    finally:
+        if before is None:
+            del os.environ['OPS_DCNV3_CPU_ISA']
+        else:
+            os.environ['OPS_DCNV3_CPU_ISA'] = before
+
+
+HAS_AVX2 = cpu_kernel_can_run('avx2')
+HAS_AVX512 = cpu_kernel_can_run('avx512')
+
+
+@pytest.mark.parametrize('value, message', [
+    ('avx3', 'is not one of baseline, avx2, avx512'),
+    ('AVX2', 'is not one of baseline, avx2, avx512'),
+    pytest.param('avx512', 'lacks', marks=pytest.mark.skipif(
+        HAS_AVX512, reason='the CPU has AVX-512: nothing it lacks to ask for')),
+])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_cpu_instruction_set_variable_rejects_what_it_cannot_honour(value, message, dtype,
+                                                                  monkeypatch):
+    """OPS_DCNV3_CPU_ISA with a name it does not know, or an instruction set
+    this CPU lacks, is an error naming the variable, not a silent fallback
+    (whatever the dtype, though only fp32 has vector paths)."""
+    case = Case(group_channels=8)
+    monkeypatch.setenv('OPS_DCNV3_CPU_ISA', value)
+    with pytest.raises(ValueError, match=f'OPS_DCNV3_CPU_ISA={value} .*{message}'):
+        dcnv3(*case.tensors(dtype), *case.params(), 64, False)
+    monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'baseline')
+    dcnv3(*case.tensors(dtype), *case.params(), 64, False)
 
 
 @pytest.mark.skipif(not HAS_AVX2, reason='the CPU has no AVX2: only the '

@@ -61,21 +61,48 @@ int64_t grain_for(int64_t cost_per_item) {
 // The instruction sets a call may use, each including the one before.
 enum class Isa { kBaseline, kAvx2, kAvx512 };
 
-// The fp32 vector paths run where the CPU has them, for group_channels a
-// multiple of 8; OPS_DCNV3_CPU_ISA=baseline forces the portable code and
-// OPS_DCNV3_CPU_ISA=avx2 stops at AVX2 (all give the same bits; the tests
-// compare them). Read on every call, so that the tests can switch.
-Isa isa_for(const Geometry& g) {
+const char* isa_name(Isa isa) {
+  return isa == Isa::kAvx512 ? "avx512" : isa == Isa::kAvx2 ? "avx2" : "baseline";
+}
+
+// The most the CPU (and the build) can run.
+Isa best_isa() {
 #if DCNV3_HAVE_AVX2
-  if (g.group_channels % 8 != 0 || !cpu_has_avx2()) return Isa::kBaseline;
-  const char* isa = std::getenv("OPS_DCNV3_CPU_ISA");
-  if (isa && std::strcmp(isa, "baseline") == 0) return Isa::kBaseline;
-  if ((isa && std::strcmp(isa, "avx2") == 0) || !cpu_has_avx512()) return Isa::kAvx2;
-  return Isa::kAvx512;
+  if (!cpu_has_avx2()) return Isa::kBaseline;
+  return cpu_has_avx512() ? Isa::kAvx512 : Isa::kAvx2;
 #else
-  (void)g;
   return Isa::kBaseline;
 #endif
+}
+
+// The instruction set of a call: the fp32 vector paths run for
+// group_channels a multiple of 8 (`vector_dtype`: fp32 with 32-bit
+// indices), up to what the CPU has, or up to OPS_DCNV3_CPU_ISA where that
+// is set: baseline (the portable code), avx2 or avx512 (all give the same
+// bits; the tests compare them). A value that is none of these, or that
+// this CPU cannot run, is an error. Read on every call, so that the tests
+// can switch.
+Isa isa_for(const Geometry& g, bool vector_dtype) {
+  const Isa best = best_isa();
+  Isa isa = best;
+  const char* want = std::getenv("OPS_DCNV3_CPU_ISA");
+  if (want && *want) {
+    if (std::strcmp(want, "baseline") == 0) {
+      isa = Isa::kBaseline;
+    } else if (std::strcmp(want, "avx2") == 0) {
+      isa = Isa::kAvx2;
+    } else if (std::strcmp(want, "avx512") == 0) {
+      isa = Isa::kAvx512;
+    } else {
+      TORCH_CHECK_VALUE(false, "OPS_DCNV3_CPU_ISA=", want,
+                        " is not one of baseline, avx2, avx512 (unset: the best this CPU has)");
+    }
+    TORCH_CHECK_VALUE(isa <= best, "OPS_DCNV3_CPU_ISA=", want,
+                      " asks for instructions that this CPU (or this build) lacks; it can run up to ",
+                      isa_name(best));
+  }
+  if (!vector_dtype || g.group_channels % 8 != 0) return Isa::kBaseline;
+  return isa;
 }
 
 // Per-thread scratch for the taps of one pixel's groups at a time, sized
@@ -397,7 +424,7 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
   const int D = g.group_channels, C = g.channels, P = g.points;
   const int64_t pixels = g.batch * g.h_out * g.w_out;
   const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
-  const Isa isa = kMayUseAvx2<scalar_t, index_t> ? isa_for(g) : Isa::kBaseline;
+  const Isa isa = isa_for(g, kMayUseAvx2<scalar_t, index_t>);
   at::parallel_for(
       0, pixels, grain_for(int64_t(g.group) * P * (4 * D + 32)),
       [&](int64_t begin, int64_t end) {
@@ -507,7 +534,7 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
   const int64_t row_len = int64_t(g.width) * C;
   const int64_t image = g.height * row_len;
   const opmath_t scale = static_cast<opmath_t>(g.offset_scale);
-  const Isa isa = kMayUseAvx2<scalar_t, index_t> ? isa_for(g) : Isa::kBaseline;
+  const Isa isa = isa_for(g, kMayUseAvx2<scalar_t, index_t>);
   const int64_t work = int64_t(g.h_out) * g.w_out * g.group * P * (8 * D + 64);
   const RowBands bands = row_bands(g, work);
   const int64_t tasks = g.batch * bands.count;
