@@ -341,6 +341,23 @@ def test_cpu_backward_bands_give_every_tap_its_gradient(name):
         assert_close_scaled(g, r, 1e-12, what)
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('name', sorted(BAND_CASES))
+def test_cpu_backward_bands_in_low_precision_are_fp32_rounded(name, dtype):
+    """fp16 / bf16 compute in fp32 (their values are exact there), halos and
+    far rows included: forward and gradients are the fp32 kernel's on the
+    same values, rounded once."""
+    case = BAND_CASES[name]
+    tensors = [t.to(dtype) for t in case.tensors()]
+    grad_out = torch.randn(case.n, *case.out_size,
+                           case.group * case.group_channels).to(dtype)
+    out, grads = run(dcnv3, case, tensors, grad_out)
+    out32, grads32 = run(dcnv3, case, [t.float() for t in tensors], grad_out.float())
+    assert torch.equal(out, out32.to(dtype))
+    for what, g, g32 in zip(('input', 'offset', 'mask'), grads, grads32):
+        assert torch.equal(g, g32.to(dtype)), what
+
+
 @pytest.mark.parametrize('name', ['one_band', *sorted(BAND_CASES)])
 def test_cpu_kernel_is_deterministic_across_thread_counts(name):
     case = BAND_CASES.get(name) or Case(n=1, h=12, w=12, group=1, group_channels=32,
