@@ -314,8 +314,8 @@ def test_non_contiguous_inputs_and_empty_batch():
 # rows (row_bands in dcnv3_cpu.cpp: batch 1, at least 8 output rows, 4M
 # units of work): with offsets of std 1 many taps land in the other band's
 # rows (its halo), with std 30 most land further (rows allocated as they are
-# written). One group of 32 channels for the first: the vector path's
-# general loop, not its register one.
+# written). One group of 64 channels ('halo_one_group'): the vector path's
+# general loop, not its register one (8 to 32 channels).
 BAND_CASES = {
     'halo': Case(n=1, h=64, w=48, group=4, group_channels=16),
     'halo_one_group': Case(n=1, h=40, w=40, group=1, group_channels=64),

@@ -293,7 +293,7 @@ __attribute__((noinline)) int group_backward(
   const index_t* __restrict__ index = taps.index;
   const opmath_t* __restrict__ weight = taps.weight;
   const int S = taps.stride;
-  int foreign = 0;
+  int n_far = 0;
   for (int t4 = 0; t4 < 4 * P; ++t4) {  // point t4 / 4, neighbour t4 % 4
     const int p = t4 / 4, t = (t4 % 4) * S + p;
     opmath_t part[kLanes] = {};
@@ -316,7 +316,7 @@ __attribute__((noinline)) int group_backward(
           part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
         }
       } else {
-        ++foreign;
+        ++n_far;
         int d0 = 0;
         for (; d0 + kLanes <= D; d0 += kLanes) {
           for (int d = 0; d < kLanes; ++d) {
@@ -330,7 +330,7 @@ __attribute__((noinline)) int group_backward(
     }
     v[t4] = lane_tree(part);
   }
-  return foreign;
+  return n_far;
 }
 
 // Steps 1 to 3 on the instruction set chosen for the call (isa_for; the
@@ -458,9 +458,9 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
 // those rows of grad_input and walks its output pixels in a fixed order
 // (below), all groups of a pixel together, as the forward reads them. The
 // taps that land in its own rows go straight into grad_input, those in the
-// few rows next to them (halo_rows) into a halo of its own, the rest
+// few rows next to them into a halo of its own (see grad_rows), the rest
 // (wherever large offsets send them) into rows of its own allocated as
-// they are first written (Foreign); a second pass adds to each row of
+// they are first written (FarRows); a second pass adds to each row of
 // grad_input what the other bands sent it, bands in order. So every element
 // of grad_input is summed in one order that the shape fixes, and no two
 // tasks write one element. (Splitting the groups among tasks instead, as
@@ -513,11 +513,11 @@ RowBands row_bands(const Geometry& g, int64_t work) {
 // The gradients a band sends to input rows beyond its halo: whole rows,
 // allocated (zeroed) when first written.
 template <typename opmath_t>
-struct Foreign {
+struct FarRows {
   int64_t row_len;
   std::vector<std::unique_ptr<opmath_t[]>> rows;
 
-  Foreign(int height, int64_t row_len) : row_len(row_len), rows(height) {}
+  FarRows(int height, int64_t row_len) : row_len(row_len), rows(height) {}
   opmath_t* row(int y) {
     if (!rows[y]) rows[y].reset(new opmath_t[row_len]());
     return rows[y].get();
@@ -538,20 +538,27 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
   const int64_t work = int64_t(g.h_out) * g.w_out * g.group * P * (8 * D + 64);
   const RowBands bands = row_bands(g, work);
   const int64_t tasks = g.batch * bands.count;
-  // The rows [first, last) a band owns, and those with its halo.
-  auto own_rows = [&](int band, int& first, int& last) {
-    first = bands.in_row[band];
-    last = bands.in_row[band + 1];
-  };
-  auto halo_rows = [&](int band, int& first, int& last) {
-    first = std::max(0, bands.in_row[band] - bands.halo);
-    last = std::min(g.height, bands.in_row[band + 1] + bands.halo);
-  };
+  // The halos (uninitialised: each task zeroes its own) and the far rows,
+  // which only a split image has.
   const int64_t halo_len = 2 * bands.halo * row_len;
-  std::vector<opmath_t> halos(tasks > 1 ? tasks * halo_len : 0);
-  std::vector<Foreign<opmath_t>> foreign;
-  foreign.reserve(tasks);
-  for (int64_t k = 0; k < tasks; ++k) foreign.emplace_back(g.height, row_len);
+  std::unique_ptr<opmath_t[]> halos(new opmath_t[tasks * halo_len]);
+  std::vector<FarRows<opmath_t>> far;
+  if (bands.count > 1) {
+    far.reserve(tasks);
+    for (int64_t k = 0; k < tasks; ++k) far.emplace_back(g.height, row_len);
+  }
+  // Where task (image, band) adds its taps' gradients (see GradRows).
+  auto grad_rows = [&](int64_t task) {
+    const int64_t n = task / bands.count;
+    const int band = static_cast<int>(task % bands.count);
+    const int own_first = bands.in_row[band], own_last = bands.in_row[band + 1];
+    const int halo_first = std::max(0, own_first - bands.halo);
+    const int halo_last = std::min(g.height, own_last + bands.halo);
+    return GradRows<opmath_t, index_t>{
+        grad_input + n * image, halos.get() + task * halo_len,
+        static_cast<index_t>(own_first * row_len), static_cast<index_t>(own_last * row_len),
+        static_cast<index_t>(halo_first * row_len), static_cast<index_t>(halo_last * row_len)};
+  };
   at::parallel_for(
       0, tasks, grain_for(work / bands.count),
       [&](int64_t begin, int64_t end) {
@@ -560,18 +567,11 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / bands.count;
           const int band = static_cast<int>(task % bands.count);
-          int own_first, own_last, halo_first, halo_last;
-          own_rows(band, own_first, own_last);
-          halo_rows(band, halo_first, halo_last);
-          opmath_t* const gin = grad_input + n * image;
-          const GradRows<opmath_t, index_t> rows{
-              gin, halos.data() + task * halo_len,
-              static_cast<index_t>(own_first * row_len), static_cast<index_t>(own_last * row_len),
-              static_cast<index_t>(halo_first * row_len), static_cast<index_t>(halo_last * row_len)};
-          // grad_input comes uninitialised (see prepare_backward); the
-          // halo from the vector, zeroed.
-          std::memset(gin + rows.own_begin, 0, sizeof(opmath_t) * (rows.own_end - rows.own_begin));
-          Foreign<opmath_t>& far = foreign[task];
+          const GradRows<opmath_t, index_t> rows = grad_rows(task);
+          // grad_input comes uninitialised (see prepare_backward).
+          std::memset(rows.own + rows.own_begin, 0,
+                      sizeof(opmath_t) * (rows.own_end - rows.own_begin));
+          std::memset(rows.halo, 0, sizeof(opmath_t) * halo_len);
           // Output columns in strips of kStrip, the band's rows inside a
           // strip: the taps of the next row then hit the lines the last row
           // brought into L1 (row by row over a wide image, they are a whole
@@ -613,7 +613,7 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                   if (where < 0 || dst.at(where)) continue;
                   --left;
                   const int y = static_cast<int>(where / row_len);
-                  opmath_t* const out = far.row(y) + (where - y * row_len) + grp * D;
+                  opmath_t* const out = far[task].row(y) + (where - y * row_len) + grp * D;
                   const opmath_t a = taps.weight[t] * m[p];
                   for (int d = 0; d < D; ++d) out[d] += a * go[d];
                 }
@@ -634,26 +634,15 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / bands.count;
           const int band = static_cast<int>(task % bands.count);
-          int own_first, own_last;
-          own_rows(band, own_first, own_last);
-          for (int y = own_first; y < own_last; ++y) {
+          for (int y = bands.in_row[band]; y < bands.in_row[band + 1]; ++y) {
             opmath_t* const out = grad_input + n * image + y * row_len;
             for (int from = 0; from < bands.count; ++from) {
               if (from == band) continue;
               const int64_t source = n * bands.count + from;
-              int from_first, from_last, halo_first, halo_last;
-              own_rows(from, from_first, from_last);
-              halo_rows(from, halo_first, halo_last);
-              const opmath_t* const halo = halos.data() + source * halo_len;
-              const opmath_t* add;
-              if (y >= halo_first && y < from_first) {
-                add = halo + (y - halo_first) * row_len;
-              } else if (y >= from_last && y < halo_last) {
-                add = halo + (from_first - halo_first + y - from_last) * row_len;
-              } else {
-                add = foreign[source].rows[y].get();
-                if (!add) continue;
-              }
+              // Not in band `from`'s own rows, so in its halo or not at all.
+              const opmath_t* add = grad_rows(source).at(static_cast<index_t>(y * row_len));
+              if (!add) add = far[source].rows[y].get();
+              if (!add) continue;
               for (int64_t e = 0; e < row_len; ++e) out[e] += add[e];
             }
           }

@@ -251,7 +251,7 @@ DCNV3_TARGET_AVX2 int group_backward_regs_avx2(
   const int32_t* __restrict__ index = taps.index;
   const float* __restrict__ weight = taps.weight;
   const int S = taps.stride;
-  int foreign = 0;
+  int n_far = 0;
   __m256 g[V];
   for (int e = 0; e < V; ++e) g[e] = _mm256_loadu_ps(go + 8 * e);
   for (int p = 0; p < P; ++p) {
@@ -270,7 +270,7 @@ DCNV3_TARGET_AVX2 int group_backward_regs_avx2(
           acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
         }
       } else {
-        ++foreign;
+        ++n_far;
         for (int e = 0; e < V; ++e) {
           acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
         }
@@ -278,7 +278,7 @@ DCNV3_TARGET_AVX2 int group_backward_regs_avx2(
     }
     _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
   }
-  return foreign;
+  return n_far;
 }
 
 }  // namespace
@@ -297,7 +297,7 @@ DCNV3_TARGET_AVX2 int group_backward_avx2(
   const int32_t* __restrict__ index = taps.index;
   const float* __restrict__ weight = taps.weight;
   const int S = taps.stride;
-  int foreign = 0;
+  int n_far = 0;
   for (int p = 0; p < P; ++p) {
     __m256 acc[4];
     for (int k = 0; k < 4; ++k) {
@@ -314,7 +314,7 @@ DCNV3_TARGET_AVX2 int group_backward_avx2(
           acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g8, _mm256_loadu_ps(x + d)));
         }
       } else {
-        ++foreign;
+        ++n_far;
         for (int d = 0; d < D; d += 8) {
           acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_loadu_ps(go + d),
                                                        _mm256_loadu_ps(x + d)));
@@ -323,7 +323,7 @@ DCNV3_TARGET_AVX2 int group_backward_avx2(
     }
     _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
   }
-  return foreign;
+  return n_far;
 }
 
 DCNV3_TARGET_AVX2 void point_gradients_avx2(
