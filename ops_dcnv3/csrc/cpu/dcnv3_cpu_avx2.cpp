@@ -240,43 +240,63 @@ DCNV3_TARGET_AVX2 void weighted_sum_avx2(const Taps<float, int32_t>& taps,
 
 namespace {
 
-// group_backward_avx2 for groups of 8 * V channels: the V vectors of
-// grad_out and the four dot products of a point stay in registers. The
-// same operations in the same order as the general loop below.
+// One tap (p, k) of group_backward_avx2: returns the 8 lane sums of its dot
+// product (0 outside the image) and, where dst.at gives a place, adds a *
+// go there; counts it in n_far where it does not. Groups of 8 * V channels
+// (V > 0) take go from the V vectors in g; others (V == 0) read D channels
+// of go. The accumulator is returned, not written into an array the caller
+// holds: an array of a point's four made GCC zero it in memory (rep stos)
+// and keep it on the stack, which cost several times the tap's arithmetic.
 template <int V>
-DCNV3_TARGET_AVX2 int group_backward_regs_avx2(
+DCNV3_TARGET_AVX2 __attribute__((always_inline)) inline __m256 tap_backward(
+    int32_t at, float a, const __m256* g, const float* __restrict__ go,
+    const float* __restrict__ in, const GradRows<float, int32_t>& dst, int D,
+    int& n_far) {
+  __m256 acc = _mm256_setzero_ps();
+  if (at < 0) return acc;
+  const float* x = in + at;
+  float* const y = dst.at(at);
+  const int vectors = V > 0 ? V : D / 8;
+  if (y) {  // the scatter and the dot product in one sweep
+    const __m256 av = _mm256_set1_ps(a);
+    for (int e = 0; e < vectors; ++e) {
+      const __m256 g8 = V > 0 ? g[e] : _mm256_loadu_ps(go + 8 * e);
+      _mm256_storeu_ps(y + 8 * e, _mm256_add_ps(_mm256_loadu_ps(y + 8 * e),
+                                                _mm256_mul_ps(av, g8)));
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(g8, _mm256_loadu_ps(x + 8 * e)));
+    }
+  } else {
+    ++n_far;
+    for (int e = 0; e < vectors; ++e) {
+      const __m256 g8 = V > 0 ? g[e] : _mm256_loadu_ps(go + 8 * e);
+      acc = _mm256_add_ps(acc, _mm256_mul_ps(g8, _mm256_loadu_ps(x + 8 * e)));
+    }
+  }
+  return acc;
+}
+
+// group_backward_avx2 for groups of 8 * V channels, the V vectors of
+// grad_out in registers (V > 0), or of any multiple of 8 (V == 0).
+template <int V>
+DCNV3_TARGET_AVX2 int group_backward_v_avx2(
     const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
     const float* __restrict__ go, const float* __restrict__ in,
-    const GradRows<float, int32_t>& dst, float* __restrict__ v) {
+    const GradRows<float, int32_t>& dst, int D, float* __restrict__ v) {
   const int32_t* __restrict__ index = taps.index;
   const float* __restrict__ weight = taps.weight;
   const int S = taps.stride;
   int n_far = 0;
-  __m256 g[V];
+  __m256 g[V > 0 ? V : 1];
   for (int e = 0; e < V; ++e) g[e] = _mm256_loadu_ps(go + 8 * e);
   for (int p = 0; p < P; ++p) {
-    __m256 acc[4];
-    for (int k = 0; k < 4; ++k) {
-      acc[k] = _mm256_setzero_ps();
-      const int32_t at = index[k * S + p];
-      if (at < 0) continue;
-      const float* x = in + at;
-      float* const y = dst.at(at);
-      if (y) {
-        const __m256 av = _mm256_set1_ps(weight[k * S + p] * mask[p]);
-        for (int e = 0; e < V; ++e) {
-          _mm256_storeu_ps(y + 8 * e, _mm256_add_ps(_mm256_loadu_ps(y + 8 * e),
-                                                    _mm256_mul_ps(av, g[e])));
-          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
-        }
-      } else {
-        ++n_far;
-        for (int e = 0; e < V; ++e) {
-          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g[e], _mm256_loadu_ps(x + 8 * e)));
-        }
-      }
-    }
-    _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
+    const float m = mask[p];
+    const __m256 a0 = tap_backward<V>(index[p], weight[p] * m, g, go, in, dst, D, n_far);
+    const __m256 a1 = tap_backward<V>(index[S + p], weight[S + p] * m, g, go, in, dst, D, n_far);
+    const __m256 a2 = tap_backward<V>(index[2 * S + p], weight[2 * S + p] * m, g, go, in, dst, D,
+                                      n_far);
+    const __m256 a3 = tap_backward<V>(index[3 * S + p], weight[3 * S + p] * m, g, go, in, dst, D,
+                                      n_far);
+    _mm_storeu_ps(v + 4 * p, tree_sums(a0, a1, a2, a3));
   }
   return n_far;
 }
@@ -288,42 +308,12 @@ DCNV3_TARGET_AVX2 int group_backward_avx2(
     const float* __restrict__ go, const float* __restrict__ in,
     const GradRows<float, int32_t>& dst, int D, float* __restrict__ v) {
   switch (D) {
-    case 8: return group_backward_regs_avx2<1>(taps, mask, P, go, in, dst, v);
-    case 16: return group_backward_regs_avx2<2>(taps, mask, P, go, in, dst, v);
-    case 24: return group_backward_regs_avx2<3>(taps, mask, P, go, in, dst, v);
-    case 32: return group_backward_regs_avx2<4>(taps, mask, P, go, in, dst, v);
-    default: break;
+    case 8: return group_backward_v_avx2<1>(taps, mask, P, go, in, dst, D, v);
+    case 16: return group_backward_v_avx2<2>(taps, mask, P, go, in, dst, D, v);
+    case 24: return group_backward_v_avx2<3>(taps, mask, P, go, in, dst, D, v);
+    case 32: return group_backward_v_avx2<4>(taps, mask, P, go, in, dst, D, v);
+    default: return group_backward_v_avx2<0>(taps, mask, P, go, in, dst, D, v);
   }
-  const int32_t* __restrict__ index = taps.index;
-  const float* __restrict__ weight = taps.weight;
-  const int S = taps.stride;
-  int n_far = 0;
-  for (int p = 0; p < P; ++p) {
-    __m256 acc[4];
-    for (int k = 0; k < 4; ++k) {
-      acc[k] = _mm256_setzero_ps();
-      const int32_t at = index[k * S + p];
-      if (at < 0) continue;
-      const float* x = in + at;
-      float* const y = dst.at(at);
-      if (y) {  // the scatter and the dot product in one sweep
-        const __m256 av = _mm256_set1_ps(weight[k * S + p] * mask[p]);
-        for (int d = 0; d < D; d += 8) {
-          const __m256 g8 = _mm256_loadu_ps(go + d);
-          _mm256_storeu_ps(y + d, _mm256_add_ps(_mm256_loadu_ps(y + d), _mm256_mul_ps(av, g8)));
-          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(g8, _mm256_loadu_ps(x + d)));
-        }
-      } else {
-        ++n_far;
-        for (int d = 0; d < D; d += 8) {
-          acc[k] = _mm256_add_ps(acc[k], _mm256_mul_ps(_mm256_loadu_ps(go + d),
-                                                       _mm256_loadu_ps(x + d)));
-        }
-      }
-    }
-    _mm_storeu_ps(v + 4 * p, tree_sums(acc[0], acc[1], acc[2], acc[3]));
-  }
-  return n_far;
 }
 
 DCNV3_TARGET_AVX2 void point_gradients_avx2(
