@@ -5,15 +5,18 @@
 // count), fp64 / fp32 / fp16 / bf16 with fp32-or-better accumulation, and
 // the mask softmax fused in (mask_softmax=True).
 //
-// Per (pixel, group) the work has three steps, each in one place:
+// Per (pixel, group) the work has these steps, each in one place:
 //   1. mask_weights: the P mask weights (the softmax of the logits, or the
 //      mask as given);
 //   2. gather (or gather_avx2): the bilinear taps (4 a point) of the points
 //      of a pixel's groups, all in one run;
 //   3. forward: weighted_sum (or weighted_sum_avx2) of the taps inside the
 //      image; backward: group_backward (or group_backward_avx2), the scatter
-//      into grad_input and the dot products, then point_gradients (or
-//      point_gradients_avx2), the offset and mask gradients from them.
+//      into grad_input and the dot products;
+//   4. backward: point_gradients (or point_gradients_avx2), the offset
+//      gradients and those of the mask weights from the dot products, for
+//      all of a pixel's groups in one run, then mask_gradients (or
+//      softmax_gradients_avx2), those of each group's mask.
 // The AVX2 versions (dcnv3_cpu_avx2.cpp; the forward's step 3 also in
 // AVX-512, dcnv3_cpu_avx512.cpp, where the CPU has it) run for fp32 with
 // group_channels a multiple of 8 where the CPU has AVX2, all with the bits
@@ -117,14 +120,14 @@ struct Scratch {
   std::vector<opmath_t> weight, dx, dy;          // 4 per point
   std::vector<opmath_t> pixel_masks;             // the mask weights (+ spare)
   std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour (point-major)
-  std::vector<opmath_t> grad_mask;               // of one group's mask weights
+  std::vector<opmath_t> grad_w;                  // of the mask weights (+ spare)
   Taps<opmath_t, index_t> taps;
 
   explicit Scratch(const Geometry& g)
       : stride(padded_points(g.group * g.points) + 8),
         grid_x(stride), grid_y(stride), index(4 * stride), weight(4 * stride),
         dx(4 * stride), dy(4 * stride), pixel_masks(stride), dots(4 * stride),
-        grad_mask(padded_points(g.points)) {
+        grad_w(stride) {
     for (int q = 0; q < g.group * g.points; ++q) {
       int kx, ky;
       kernel_point(g, q % g.points, kx, ky);
@@ -160,19 +163,19 @@ void mask_weights(const scalar_t* mask, int P, bool softmax, opmath_t* out) {
   for (int p = 0; p < P; ++p) out[p] *= inv;
 }
 
-// The last step of the backward of one (pixel, group), portable: from v,
-// the dot products of grad_out with each tap's neighbour (point-major, tap
-// (p, k) at v[4 * p + k]; 0 for taps outside), the gradients of the P offsets
-// (interleaved x, y) and of the mask: of its weights, then of the logits
-// through the softmax (sums in lanes, see lane_tree), or of the mask as
-// given. Every tap is summed, inside or not: a tap outside adds exactly 0.
-// The operations of point_gradients_avx2, in its order.
+// The last step of the backward, portable: from v, the dot products of
+// grad_out with each tap's neighbour (point-major, tap (p, k) at v[4 * p +
+// k]; 0 for taps outside), of n points (all the groups of a pixel, one
+// after the other), the gradients of their offsets (interleaved x, y) and
+// grad_w, those of their mask weights. Every tap is summed, inside or not:
+// a tap outside adds exactly 0. The operations of point_gradients_avx2, in
+// its order.
 template <typename scalar_t, typename opmath_t, typename index_t>
 void point_gradients(const Taps<opmath_t, index_t>& taps, const opmath_t* v,
-                     const opmath_t* w, int P, opmath_t scale, bool softmax,
-                     opmath_t* grad_w, scalar_t* grad_offset, scalar_t* grad_mask) {
+                     const opmath_t* w, int n, opmath_t scale, opmath_t* grad_w,
+                     scalar_t* grad_offset) {
   const int S = taps.stride;
-  for (int p = 0; p < P; ++p) {
+  for (int p = 0; p < n; ++p) {
     opmath_t vm = 0, vx = 0, vy = 0;
     for (int k = 0; k < 4; ++k) {
       const int t = k * S + p;
@@ -186,6 +189,14 @@ void point_gradients(const Taps<opmath_t, index_t>& taps, const opmath_t* v,
     grad_offset[2 * p] = static_cast<scalar_t>(a * vx);
     grad_offset[2 * p + 1] = static_cast<scalar_t>(a * vy);
   }
+}
+
+// Then, for each group, the gradients of its mask from those of its P
+// weights: through the softmax (sums in lanes, see lane_tree; the
+// operations of softmax_gradients_avx2), or of the mask as given.
+template <typename scalar_t, typename opmath_t>
+void mask_gradients(const opmath_t* w, const opmath_t* grad_w, int P, bool softmax,
+                    scalar_t* grad_mask) {
   if (!softmax) {
     for (int p = 0; p < P; ++p) grad_mask[p] = static_cast<scalar_t>(grad_w[p]);
     return;
@@ -387,18 +398,29 @@ void weighted_sum_on(Isa isa, const Taps<opmath_t, index_t>& taps, int P,
 
 template <typename scalar_t, typename opmath_t, typename index_t>
 void point_gradients_on(Isa isa, const Taps<opmath_t, index_t>& taps,
-                        const opmath_t* v, const opmath_t* w, int P,
-                        opmath_t scale, bool softmax, opmath_t* grad_w,
-                        scalar_t* grad_offset, scalar_t* grad_mask) {
+                        const opmath_t* v, const opmath_t* w, int n,
+                        opmath_t scale, opmath_t* grad_w, scalar_t* grad_offset) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
     if (isa != Isa::kBaseline) {
-      return point_gradients_avx2(taps, v, w, P, scale, softmax, grad_w,
-                                  grad_offset, grad_mask);
+      return point_gradients_avx2(taps, v, w, n, scale, grad_w, grad_offset);
     }
   }
 #endif
-  point_gradients(taps, v, w, P, scale, softmax, grad_w, grad_offset, grad_mask);
+  point_gradients(taps, v, w, n, scale, grad_w, grad_offset);
+}
+
+template <typename scalar_t, typename opmath_t, typename index_t>
+void mask_gradients_on(Isa isa, const opmath_t* w, const opmath_t* grad_w, int P,
+                       bool softmax, scalar_t* grad_mask) {
+#if DCNV3_HAVE_AVX2
+  if constexpr (kMayUseAvx2<scalar_t, index_t>) {
+    if (isa != Isa::kBaseline && softmax) {
+      return softmax_gradients_avx2(w, grad_w, P, grad_mask);
+    }
+  }
+#endif
+  mask_gradients(w, grad_w, P, softmax, grad_mask);
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
@@ -589,7 +611,6 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
               gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                           true, static_cast<const opmath_t*>(nullptr));
               for (int grp = 0; grp < g.group; ++grp) {
-                const int64_t k0 = (q * g.group + grp) * P;
                 const scalar_t* go_q = grad_out + q * C + grp * D;
                 const opmath_t* go;
                 if constexpr (std::is_same<scalar_t, opmath_t>::value) {
@@ -617,9 +638,17 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
                   const opmath_t a = taps.weight[t] * m[p];
                   for (int d = 0; d < D; ++d) out[d] += a * go[d];
                 }
-                point_gradients_on<scalar_t>(isa, taps, v, m, P, scale, softmax,
-                                             s.grad_mask.data(), grad_offset + 2 * k0,
-                                             grad_mask + k0);
+              }
+              // Step 4 for all groups of the pixel at once (whole vectors
+              // of points, as the gather), then each group's mask.
+              const int64_t k0 = q * g.group * P;
+              opmath_t* const grad_w = s.grad_w.data();
+              point_gradients_on<scalar_t>(isa, s.taps, s.dots.data(), masks, g.group * P,
+                                           scale, grad_w, grad_offset + 2 * k0);
+              for (int grp = 0; grp < g.group; ++grp) {
+                mask_gradients_on<scalar_t, opmath_t, index_t>(
+                    isa, masks + grp * P, grad_w + grp * P, P, softmax,
+                    grad_mask + k0 + grp * P);
               }
             }
           }

@@ -187,14 +187,20 @@ bool cpu_has_avx512();
 void weighted_sum_avx512(const Taps<float, int32_t>& taps, int P,
                          const float* in, int D, float* out);
 
-// The gradients of one (pixel, group)'s offsets and mask from the dot
-// products v of group_backward_avx2, as the portable point_gradients;
+// The offset gradients of n points (all the groups of a pixel, one after
+// the other) from the dot products v of group_backward_avx2, and grad_w,
+// the gradients of their mask weights, as the portable point_gradients;
 // reads w (the mask weights), v and the taps 8 points at a time (see
-// Taps; v up to 4 * padded_points(P)) and writes grad_w (scratch) up to
-// padded_points(P).
+// Taps; v up to 4 * padded_points(n)) and writes grad_w (scratch) up to
+// padded_points(n).
 void point_gradients_avx2(const Taps<float, int32_t>& taps, const float* v,
-                          const float* w, int P, float scale, bool softmax,
-                          float* grad_w, float* grad_offset, float* grad_mask);
+                          const float* w, int n, float scale, float* grad_w,
+                          float* grad_offset);
+// The gradients of one group's P mask logits (through the softmax) from
+// its weights w and grad_w, as the portable mask_gradients(softmax=true);
+// reads both up to padded_points(P).
+void softmax_gradients_avx2(const float* w, const float* grad_w, int P,
+                            float* grad_mask);
 #endif
 
 }  // namespace cpu

@@ -318,9 +318,8 @@ DCNV3_TARGET_AVX2 int group_backward_avx2(
 
 DCNV3_TARGET_AVX2 void point_gradients_avx2(
     const Taps<float, int32_t>& taps, const float* __restrict__ v,
-    const float* __restrict__ w, int P, float scale, bool softmax,
-    float* __restrict__ grad_w, float* __restrict__ grad_offset,
-    float* __restrict__ grad_mask) {
+    const float* __restrict__ w, int P, float scale, float* __restrict__ grad_w,
+    float* __restrict__ grad_offset) {
   const int S = taps.stride;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 vscale = _mm256_set1_ps(scale);
@@ -370,10 +369,12 @@ DCNV3_TARGET_AVX2 void point_gradients_avx2(
                           second);
     }
   }
-  if (!softmax) {
-    for (int p = 0; p < P; ++p) grad_mask[p] = grad_w[p];
-    return;
-  }
+}
+
+DCNV3_TARGET_AVX2 void softmax_gradients_avx2(const float* __restrict__ w,
+                                              const float* __restrict__ grad_w,
+                                              int P, float* __restrict__ grad_mask) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256 dot = _mm256_setzero_ps();
   for (int p0 = 0; p0 < P; p0 += 8) {
     const __m256 live = _mm256_castsi256_ps(
