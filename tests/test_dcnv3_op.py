@@ -735,6 +735,36 @@ def test_cpu_instruction_set_paths_are_bit_identical(name, mask_softmax, isa, mo
         assert torch.equal(a, b), what
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('mask_softmax', [False, True])
+@pytest.mark.parametrize('name', ['d16_k5_pad2_scale2', 'd8_g8_center', 'd16_bands',
+                                  'd64_bands_far'])
+def test_cpu_half_types_on_the_fp32_vector_path_keep_the_portable_bits(
+        name, mask_softmax, dtype, monkeypatch):
+    """fp16 / bf16 run the fp32 vector code on fp32 copies where it can run:
+    forward and gradients must be exactly those of the portable fp16 / bf16
+    code (OPS_DCNV3_CPU_ISA=baseline)."""
+    if not cpu_kernel_can_run('avx2'):
+        pytest.skip('the CPU (or the build) has no avx2: only the portable code runs')
+    case = ISA_CASES[name]
+    x, off, mask = [t.to(dtype) for t in case.tensors(torch.float32)]
+    grad_out = torch.randn(case.n, *case.out_size,
+                           case.group * case.group_channels).to(dtype)
+
+    def both():
+        leaves = [t.clone().requires_grad_() for t in (x, off, mask)]
+        out = dcnv3(*leaves, *case.params(), 64, case.remove_center,
+                    mask_softmax=mask_softmax)
+        return (out, *torch.autograd.grad(out, leaves, grad_out))
+
+    monkeypatch.delenv('OPS_DCNV3_CPU_ISA', raising=False)
+    fast = both()
+    monkeypatch.setenv('OPS_DCNV3_CPU_ISA', 'baseline')
+    portable = both()
+    for what, a, b in zip(('output', 'input', 'offset', 'mask'), fast, portable):
+        assert a.dtype == dtype and torch.equal(a, b), what
+
+
 def test_non_finite_input_gives_the_reference_answer():
     """Neighbours outside the image contribute nothing, even where the input
     holds Inf or NaN elsewhere (a kernel that clamped their index and weighted

@@ -689,6 +689,18 @@ void with_index_type(const Geometry& g, F&& f) {
   }
 }
 
+// fp16 and bf16 compute in fp32, their op math: the portable code reads
+// each value into fp32 and rounds each result once. Where the fp32 vector
+// code can run (see isa_for), they run it instead on fp32 copies of their
+// inputs and round its results once: the same bits, several times faster,
+// for the price of the copies.
+bool low_precision_via_fp32(const at::Tensor& input, const Geometry& g) {
+  const auto type = input.scalar_type();
+  return (type == at::kHalf || type == at::kBFloat16) &&
+         int64_t(g.height) * g.width * g.channels < (int64_t(1) << 31) &&
+         isa_for(g, /*vector_dtype=*/true) != Isa::kBaseline;
+}
+
 }  // namespace
 }  // namespace cpu
 
@@ -707,6 +719,13 @@ at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
       pad_h, pad_w, dilation_h, dilation_w, group, group_channels,
       offset_scale, remove_center);
   if (c.output.numel() == 0) return c.output;
+  if (cpu::low_precision_via_fp32(c.input, c.g)) {
+    return dcnv3_forward_cpu(c.input.to(at::kFloat), c.offset.to(at::kFloat),
+                             c.mask.to(at::kFloat), kernel_h, kernel_w, stride_h,
+                             stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                             group_channels, offset_scale, 0, remove_center, mask_softmax)
+        .to(c.input.scalar_type());
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, c.input.scalar_type(), "dcnv3_forward_cpu", [&] {
         // Channel blocks of 16 when the group is that wide, else 8.
@@ -741,6 +760,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
       group_channels, offset_scale, remove_center, /*zero_grad_input=*/false);
   if (c.grad_output.numel() == 0) {
     c.grad_input.zero_();
+  } else if (cpu::low_precision_via_fp32(c.input, c.g)) {
+    const auto type = c.input.scalar_type();
+    auto grads = dcnv3_backward_cpu(
+        c.grad_output.to(at::kFloat), c.input.to(at::kFloat), c.offset.to(at::kFloat),
+        c.mask.to(at::kFloat), kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+        dilation_h, dilation_w, group, group_channels, offset_scale, 0, remove_center,
+        mask_softmax);
+    return {std::get<0>(grads).to(type), std::get<1>(grads).to(type),
+            std::get<2>(grads).to(type)};
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, c.input.scalar_type(), "dcnv3_backward_cpu",
