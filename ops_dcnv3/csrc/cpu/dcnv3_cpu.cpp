@@ -19,8 +19,9 @@
 //      softmax_gradients_avx2), those of each group's mask.
 // The AVX2 versions (dcnv3_cpu_avx2.cpp; the forward's step 3 also in
 // AVX-512, dcnv3_cpu_avx512.cpp, where the CPU has it) run for fp32 with
-// group_channels a multiple of 8 where the CPU has AVX2, all with the bits
-// of the portable code (see isa_for).
+// group_channels a multiple of 8 where the CPU has AVX2 (fp16 and bf16 on
+// fp32 copies, see low_precision_via_fp32), all with the bits of the
+// portable code (see isa_for).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
