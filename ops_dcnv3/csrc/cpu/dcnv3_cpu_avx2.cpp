@@ -318,12 +318,12 @@ DCNV3_TARGET_AVX2 int group_backward_avx2(
 
 DCNV3_TARGET_AVX2 void point_gradients_avx2(
     const Taps<float, int32_t>& taps, const float* __restrict__ v,
-    const float* __restrict__ w, int P, float scale, float* __restrict__ grad_w,
+    const float* __restrict__ w, int n, float scale, float* __restrict__ grad_w,
     float* __restrict__ grad_offset) {
   const int S = taps.stride;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 vscale = _mm256_set1_ps(scale);
-  for (int p0 = 0; p0 < P; p0 += 8) {
+  for (int p0 = 0; p0 < n; p0 += 8) {
     // v is point-major (4 a point, stored 4 at a time by
     // group_backward_avx2): read in the stores' own units, each of which a
     // load can take from the store buffer, then transpose to neighbour-major
@@ -359,13 +359,14 @@ DCNV3_TARGET_AVX2 void point_gradients_avx2(
     const __m256 first = _mm256_permute2f128_ps(lo, hi, 0x20);
     const __m256 second = _mm256_permute2f128_ps(lo, hi, 0x31);
     float* o = grad_offset + 2 * p0;
-    if (P - p0 >= 8) {
+    if (n - p0 >= 8) {
       _mm256_storeu_ps(o, first);
       _mm256_storeu_ps(o + 8, second);
     } else {
-      const __m256i n = _mm256_set1_epi32(2 * (P - p0));
-      _mm256_maskstore_ps(o, _mm256_cmpgt_epi32(n, lane), first);
-      _mm256_maskstore_ps(o + 8, _mm256_cmpgt_epi32(n, _mm256_add_epi32(lane, _mm256_set1_epi32(8))),
+      const __m256i floats = _mm256_set1_epi32(2 * (n - p0));
+      _mm256_maskstore_ps(o, _mm256_cmpgt_epi32(floats, lane), first);
+      _mm256_maskstore_ps(o + 8,
+                          _mm256_cmpgt_epi32(floats, _mm256_add_epi32(lane, _mm256_set1_epi32(8))),
                           second);
     }
   }
