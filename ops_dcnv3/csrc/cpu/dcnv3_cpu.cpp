@@ -680,10 +680,16 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
       });
 }
 
+// Whether 32-bit element offsets address an image (the vector paths need
+// them).
+bool fits_int32_index(const Geometry& g) {
+  return int64_t(g.height) * g.width * g.channels < (int64_t(1) << 31);
+}
+
 // Calls f(index_t) with the narrowest index type that addresses an image.
 template <typename F>
 void with_index_type(const Geometry& g, F&& f) {
-  if (int64_t(g.height) * g.width * g.channels < (int64_t(1) << 31)) {
+  if (fits_int32_index(g)) {
     f(int32_t());
   } else {
     f(int64_t());
@@ -697,8 +703,7 @@ void with_index_type(const Geometry& g, F&& f) {
 // for the price of the copies.
 bool low_precision_via_fp32(const at::Tensor& input, const Geometry& g) {
   const auto type = input.scalar_type();
-  return (type == at::kHalf || type == at::kBFloat16) &&
-         int64_t(g.height) * g.width * g.channels < (int64_t(1) << 31) &&
+  return (type == at::kHalf || type == at::kBFloat16) && fits_int32_index(g) &&
          isa_for(g, /*vector_dtype=*/true) != Isa::kBaseline;
 }
 
