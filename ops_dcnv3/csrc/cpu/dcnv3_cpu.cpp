@@ -119,7 +119,6 @@ struct Scratch {
   std::vector<opmath_t> grid_x, grid_y;          // kernel_point() of each point
   std::vector<index_t> index;                    // 4 per point
   std::vector<opmath_t> weight, dx, dy;          // 4 per point
-  std::vector<opmath_t> pixel_masks;             // the mask weights (+ spare)
   std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour (point-major)
   std::vector<opmath_t> grad_w;                  // of the mask weights (+ spare)
   Taps<opmath_t, index_t> taps;
@@ -127,7 +126,7 @@ struct Scratch {
   explicit Scratch(const Geometry& g)
       : stride(padded_points(g.group * g.points) + 8),
         grid_x(stride), grid_y(stride), index(4 * stride), weight(4 * stride),
-        dx(4 * stride), dy(4 * stride), pixel_masks(stride), dots(4 * stride),
+        dx(4 * stride), dy(4 * stride), dots(4 * stride),
         grad_w(stride) {
     for (int q = 0; q < g.group * g.points; ++q) {
       int kx, ky;
@@ -374,16 +373,51 @@ void gather_taps(Isa isa, const Geometry& g, opmath_t cx, opmath_t cy,
 // the other) into out, stride P.
 template <typename scalar_t, typename opmath_t, typename index_t>
 void mask_weights_on(Isa isa, const scalar_t* mask, int groups, int P,
-                     bool softmax, opmath_t* out) {
+                     bool softmax, opmath_t* work, opmath_t* out) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (isa != Isa::kBaseline && softmax) return softmax_avx2(mask, groups, P, out);
+    if (isa != Isa::kBaseline && softmax) return softmax_avx2(mask, groups, P, work, out);
   }
 #endif
   for (int grp = 0; grp < groups; ++grp) {
     mask_weights(mask + grp * P, P, softmax, out + grp * P);
   }
 }
+
+// Step 1 for a pixel q, computed for runs of pixels: softmax_avx2 puts a
+// group in each of its 8 lanes, so with fewer groups a pixel one call
+// covers the next 8 / G pixels too (their logits follow q's), where they
+// are visited next (before `run_end`). The weights of q come with the
+// spare entries the gather and point_gradients read past them.
+template <typename scalar_t, typename opmath_t, typename index_t>
+class PixelMasks {
+ public:
+  PixelMasks(Isa isa, const Geometry& g, const scalar_t* mask, bool softmax)
+      : isa_(isa), mask_(mask), groups_(g.group), P_(g.points), softmax_(softmax),
+        run_(isa != Isa::kBaseline && softmax ? std::max(1, kLanes / g.group) : 1),
+        work_(8 * g.points),
+        weights_((run_ - 1) * g.group * g.points + padded_points(g.group * g.points) + 8) {}
+
+  const opmath_t* of(int64_t q, int64_t run_end) {
+    if (q < first_ || q >= first_ + count_) {
+      first_ = q;
+      count_ = std::min<int64_t>(run_, run_end - q);
+      mask_weights_on<scalar_t, opmath_t, index_t>(
+          isa_, mask_ + q * groups_ * P_, static_cast<int>(count_) * groups_, P_, softmax_,
+          work_.data(), weights_.data());
+    }
+    return weights_.data() + (q - first_) * groups_ * P_;
+  }
+
+ private:
+  const Isa isa_;
+  const scalar_t* const mask_;
+  const int groups_, P_;
+  const bool softmax_;
+  const int run_;                      // pixels a call, at most
+  int64_t first_ = 0, count_ = 0;      // the pixels held
+  std::vector<opmath_t> work_, weights_;
+};
 
 template <int B, typename scalar_t, typename opmath_t, typename index_t>
 void weighted_sum_on(Isa isa, const Taps<opmath_t, index_t>& taps, int P,
@@ -452,17 +486,15 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
       0, pixels, grain_for(int64_t(g.group) * P * (4 * D + 32)),
       [&](int64_t begin, int64_t end) {
         Scratch<opmath_t, index_t> s(g);
+        PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask, softmax);
         for (int64_t q = begin; q < end; ++q) {
           const int64_t n = q / (int64_t(g.h_out) * g.w_out);
           const int i = static_cast<int>((q / g.w_out) % g.h_out);
           const int j = static_cast<int>(q % g.w_out);
           opmath_t cx, cy;
           centre_location(g, i, j, cx, cy);
-          // Step 1 for all groups first: the groups' softmaxes are
-          // independent chains of long latency, which the CPU overlaps.
-          opmath_t* const masks = s.pixel_masks.data();
-          mask_weights_on<scalar_t, opmath_t, index_t>(
-              isa, mask + q * g.group * P, g.group, P, softmax, masks);
+          // Step 1 for all groups first (see PixelMasks).
+          const opmath_t* const masks = pixel_masks.of(q, end);
           gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                       false, masks);
           for (int grp = 0; grp < g.group; ++grp) {
@@ -586,6 +618,7 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
       0, tasks, grain_for(work / bands.count),
       [&](int64_t begin, int64_t end) {
         Scratch<opmath_t, index_t> s(g);
+        PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask, softmax);
         std::vector<opmath_t> go_buffer(D);
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / bands.count;
@@ -606,9 +639,8 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
               opmath_t cx, cy;
               centre_location(g, i, j, cx, cy);
               // Step 1 for all groups first, as in the forward.
-              opmath_t* const masks = s.pixel_masks.data();
-              mask_weights_on<scalar_t, opmath_t, index_t>(
-                  isa, mask + q * g.group * P, g.group, P, softmax, masks);
+              const opmath_t* const masks =
+                  pixel_masks.of(q, q + std::min(g.w_out, j0 + kStrip) - j);
               gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                           true, static_cast<const opmath_t*>(nullptr));
               for (int grp = 0; grp < g.group; ++grp) {

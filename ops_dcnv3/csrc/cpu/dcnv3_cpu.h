@@ -123,8 +123,9 @@ bool cpu_has_avx2();
 // The softmax weights of `groups` groups of P mask logits each (one after
 // the other), as the portable mask_weights(softmax=true) computes them,
 // into out[0:groups * P]; writes whole vectors, so out needs 7 spare
-// entries past those (their values are unspecified).
-void softmax_avx2(const float* logits, int groups, int P, float* out);
+// entries past those (their values are unspecified). work: 8 * P floats of
+// scratch.
+void softmax_avx2(const float* logits, int groups, int P, float* work, float* out);
 
 // The taps of n points of one pixel, whose kernel centre is at (cx, cy):
 // point p has kernel_point() offsets (grid_x[p], grid_y[p]) and sampling

@@ -11,6 +11,7 @@
 #if DCNV3_HAVE_AVX2
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace ops_dcnv3 {
@@ -31,12 +32,12 @@ DCNV3_TARGET_AVX2 bool cpu_has_avx2() {
 }
 
 // exp_avx2 is softmax_exp (dcnv3_cpu.h) on 8 lanes, operation for operation.
+// A NaN passes the clamp (max returns its second operand when one is NaN)
+// and every step after it; its conversion to an integer, unlike C++'s, is
+// defined (0x80000000), and the product with that scale stays NaN.
 DCNV3_TARGET_AVX2 inline __m256 exp_avx2(__m256 x) {
   using namespace expf_poly;
-  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  x = _mm256_max_ps(x, _mm256_set1_ps(kMin));
-  // 0 where NaN, so that the conversion below stays defined; put back last.
-  x = _mm256_andnot_ps(nan, x);
+  x = _mm256_max_ps(_mm256_set1_ps(kMin), x);
   const __m256 n = _mm256_floor_ps(
       _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _mm256_set1_ps(0.5f)));
   __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(kLn2Hi)));
@@ -50,8 +51,7 @@ DCNV3_TARGET_AVX2 inline __m256 exp_avx2(__m256 x) {
   y = _mm256_add_ps(y, _mm256_set1_ps(1.f));
   const __m256i bits = _mm256_slli_epi32(
       _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
-  y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
-  return _mm256_blendv_ps(y, _mm256_set1_ps(NAN), nan);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
 }
 
 // The sum of the 8 lanes in lane_tree's order, in every lane.
@@ -61,50 +61,80 @@ DCNV3_TARGET_AVX2 inline __m256 lane_tree_avx2(__m256 v) {
       _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
 }
 
-// The max of the 8 lanes, in every lane (exact in any order).
-DCNV3_TARGET_AVX2 inline __m256 lane_max_avx2(__m256 v) {
-  v = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
-  v = _mm256_max_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(1, 0, 3, 2)));
-  return _mm256_max_ps(v, _mm256_permute_ps(v, _MM_SHUFFLE(2, 3, 0, 1)));
+// Rows r[0..7] of an 8x8 block become its columns.
+DCNV3_TARGET_AVX2 inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-// Group by group, in vectors of 8 of its points: the max, then the
-// exponentials and their sum, then the division. Nothing is stored that is
-// read back before the next group, and the stores are whole vectors: a
-// masked store (or a load that spans two earlier stores) cannot take its
-// data from the store buffer and waits for the stores to reach the cache,
-// which cost more than the arithmetic at InternImage's 9 points. A group's
-// last vector spills past its P points into the next group's first ones
-// (written again with that group) or into out's spare entries.
+// Eight groups at a time, one group a lane: a group's max, sum and
+// division are then plain vector operations, with no horizontal step, and
+// no lane is idle (per group, InternImage's 9 points took two vectors, the
+// second with one live lane, and each group waited on its own chain of
+// horizontal max, exponentials, horizontal sum and division). The logits
+// are gathered point by point into `work` (point-major, 8 lanes a point),
+// the exponentials replace them there, and the weights go back group-major
+// through 8x8 transposes, whole vectors a group: the last block of a
+// group's points spills into the next group's first ones, so the blocks go
+// last first and the next group's first block writes them again.
 DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int groups,
-                                    int P, float* __restrict__ out) {
+                                    int P, float* __restrict__ work,
+                                    float* __restrict__ out) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (int grp = 0; grp < groups; ++grp) {
-    const float* l = logits + grp * P;
-    float* o = out + grp * P;
-    // Lanes past P hold the first logit while the max is taken.
-    const __m256 first = _mm256_set1_ps(l[0]);
-    __m256 top = first;
-    for (int p0 = 0; p0 < P; p0 += 8) {
-      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-      top = _mm256_max_ps(_mm256_blendv_ps(first, _mm256_maskload_ps(l + p0, live),
-                                           _mm256_castsi256_ps(live)),
-                          top);
+  const __m256i at = _mm256_mullo_epi32(lane, _mm256_set1_epi32(P));
+  for (int g0 = 0; g0 < groups; g0 += 8) {
+    const int live = std::min(8, groups - g0);
+    const __m256 in_use =
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(live), lane));
+    const float* l = logits + g0 * P;
+    __m256 top = _mm256_setzero_ps();
+    for (int p = 0; p < P; ++p) {
+      const __m256 v =
+          _mm256_mask_i32gather_ps(_mm256_setzero_ps(), l + p, at, in_use, 4);
+      _mm256_storeu_ps(work + 8 * p, v);
+      // max(v, top) is v > top ? v : top, the portable comparison.
+      top = p == 0 ? v : _mm256_max_ps(v, top);
     }
-    top = lane_max_avx2(top);
-    // Lanes past P add 0 to the sum.
-    __m256 sum = _mm256_setzero_ps();
-    for (int p0 = 0; p0 < P; p0 += 8) {
-      const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(P - p0), lane);
-      const __m256 e = _mm256_and_ps(
-          _mm256_castsi256_ps(live),
-          exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(l + p0, live), top)));
-      sum = _mm256_add_ps(sum, e);
-      _mm256_storeu_ps(o + p0, e);
+    // The exponentials, summed in lane_tree's 8 parts (p % 8) and order.
+    __m256 part[kLanes];
+    for (int k = 0; k < kLanes; ++k) part[k] = _mm256_setzero_ps();
+    for (int p = 0; p < P; ++p) {
+      const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(work + 8 * p), top));
+      _mm256_storeu_ps(work + 8 * p, e);
+      part[p % kLanes] = _mm256_add_ps(part[p % kLanes], e);
     }
-    const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), lane_tree_avx2(sum));
-    for (int p0 = 0; p0 < P; p0 += 8) {
-      _mm256_storeu_ps(o + p0, _mm256_mul_ps(_mm256_loadu_ps(o + p0), inv));
+    for (int width = 1; width < kLanes; width *= 2) {
+      for (int d = 0; d + width < kLanes; d += 2 * width) {
+        part[d] = _mm256_add_ps(part[d], part[d + width]);
+      }
+    }
+    const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.f), part[0]);
+    for (int p0 = (P - 1) / 8 * 8; p0 >= 0; p0 -= 8) {
+      __m256 r[8];
+      for (int k = 0; k < 8; ++k) {
+        r[k] = p0 + k < P ? _mm256_mul_ps(_mm256_loadu_ps(work + 8 * (p0 + k)), inv)
+                          : _mm256_setzero_ps();
+      }
+      transpose8(r);
+      for (int k = 0; k < live; ++k) _mm256_storeu_ps(out + (g0 + k) * P + p0, r[k]);
     }
   }
 }
