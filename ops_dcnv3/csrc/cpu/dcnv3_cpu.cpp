@@ -376,7 +376,9 @@ void mask_weights_on(Isa isa, const scalar_t* mask, int groups, int P,
                      bool softmax, opmath_t* work, opmath_t* out) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (isa != Isa::kBaseline && softmax) return softmax_avx2(mask, groups, P, work, out);
+    if (isa != Isa::kBaseline && softmax) {
+      return softmax_avx2(mask, groups, P, work, out, isa == Isa::kAvx512);
+    }
   }
 #endif
   for (int grp = 0; grp < groups; ++grp) {

@@ -124,8 +124,10 @@ bool cpu_has_avx2();
 // the other), as the portable mask_weights(softmax=true) computes them,
 // into out[0:groups * P]; writes whole vectors, so out needs 7 spare
 // entries past those (their values are unspecified). work: 8 * P floats of
-// scratch.
-void softmax_avx2(const float* logits, int groups, int P, float* work, float* out);
+// scratch. With exps_avx512 (only where the CPU has AVX-512F) the
+// exponentials run in softmax_exps_avx512.
+void softmax_avx2(const float* logits, int groups, int P, float* work, float* out,
+                  bool exps_avx512);
 
 // The taps of n points of one pixel, whose kernel centre is at (cx, cy):
 // point p has kernel_point() offsets (grid_x[p], grid_y[p]) and sampling
@@ -187,6 +189,10 @@ int group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
 bool cpu_has_avx512();
 void weighted_sum_avx512(const Taps<float, int32_t>& taps, int P,
                          const float* in, int D, float* out);
+// And softmax_avx2's exponentials: work[8 * p + l] = exp(work[8 * p + l] -
+// top[l]) for the P points of its 8 lanes, two points a vector, lane for
+// lane exp_avx2's operations.
+void softmax_exps_avx512(float* work, int P, const float* top);
 
 // The offset gradients of n points (all the groups of a pixel, one after
 // the other) from the dot products v of group_backward_avx2, and grad_w,

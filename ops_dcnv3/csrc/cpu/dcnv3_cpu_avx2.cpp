@@ -91,13 +91,14 @@ DCNV3_TARGET_AVX2 inline void transpose8(__m256 r[8]) {
 // second with one live lane, and each group waited on its own chain of
 // horizontal max, exponentials, horizontal sum and division). The logits
 // are gathered point by point into `work` (point-major, 8 lanes a point),
-// the exponentials replace them there, and the weights go back group-major
+// the exponentials replace them there (two points a vector in AVX-512,
+// where the caller allows it), and the weights go back group-major
 // through 8x8 transposes, whole vectors a group: the last block of a
 // group's points spills into the next group's first ones, so the blocks go
 // last first and the next group's first block writes them again.
 DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int groups,
                                     int P, float* __restrict__ work,
-                                    float* __restrict__ out) {
+                                    float* __restrict__ out, bool exps_avx512) {
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256i at = _mm256_mullo_epi32(lane, _mm256_set1_epi32(P));
   for (int g0 = 0; g0 < groups; g0 += 8) {
@@ -113,13 +114,22 @@ DCNV3_TARGET_AVX2 void softmax_avx2(const float* __restrict__ logits, int groups
       // max(v, top) is v > top ? v : top, the portable comparison.
       top = p == 0 ? v : _mm256_max_ps(v, top);
     }
-    // The exponentials, summed in lane_tree's 8 parts (p % 8) and order.
+    // The exponentials, then their sum in lane_tree's 8 parts (p % 8) and
+    // order.
+    if (exps_avx512) {
+      alignas(32) float tops[8];
+      _mm256_store_ps(tops, top);
+      softmax_exps_avx512(work, P, tops);
+    } else {
+      for (int p = 0; p < P; ++p) {
+        _mm256_storeu_ps(work + 8 * p,
+                         exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(work + 8 * p), top)));
+      }
+    }
     __m256 part[kLanes];
     for (int k = 0; k < kLanes; ++k) part[k] = _mm256_setzero_ps();
     for (int p = 0; p < P; ++p) {
-      const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(work + 8 * p), top));
-      _mm256_storeu_ps(work + 8 * p, e);
-      part[p % kLanes] = _mm256_add_ps(part[p % kLanes], e);
+      part[p % kLanes] = _mm256_add_ps(part[p % kLanes], _mm256_loadu_ps(work + 8 * p));
     }
     for (int width = 1; width < kLanes; width *= 2) {
       for (int d = 0; d + width < kLanes; d += 2 * width) {
