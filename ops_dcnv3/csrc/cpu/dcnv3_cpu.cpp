@@ -7,7 +7,8 @@
 //
 // Per (pixel, group) the work has these steps, each in one place:
 //   1. mask_weights: the P mask weights (the softmax of the logits, or the
-//      mask as given);
+//      mask as given; softmax_avx2 takes 8 groups at a time, one a lane,
+//      several pixels' where a pixel has fewer, see PixelMasks);
 //   2. gather (or gather_avx2): the bilinear taps (4 a point) of the points
 //      of a pixel's groups, all in one run;
 //   3. forward: weighted_sum (or weighted_sum_avx2) of the taps inside the
@@ -17,11 +18,11 @@
 //      gradients and those of the mask weights from the dot products, for
 //      all of a pixel's groups in one run, then mask_gradients (or
 //      softmax_gradients_avx2), those of each group's mask.
-// The AVX2 versions (dcnv3_cpu_avx2.cpp; the forward's step 3 also in
-// AVX-512, dcnv3_cpu_avx512.cpp, where the CPU has it) run for fp32 with
-// group_channels a multiple of 8 where the CPU has AVX2 (fp16 and bf16 on
-// fp32 copies, see low_precision_via_fp32), all with the bits of the
-// portable code (see isa_for).
+// The AVX2 versions (dcnv3_cpu_avx2.cpp; the forward's step 3 and the
+// softmax's exponentials also in AVX-512, dcnv3_cpu_avx512.cpp, where the
+// CPU has it) run for fp32 with group_channels a multiple of 8 where the
+// CPU has AVX2 (fp16 and bf16 on fp32 copies, see low_precision_via_fp32),
+// all with the bits of the portable code (see isa_for).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
