@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "../dcnv3_common.h"
 
@@ -150,27 +151,23 @@ void weighted_sum_avx2(const Taps<float, int32_t>& taps, int P,
 
 // Where one task of the backward (a band of rows of an image, see
 // backward_kernel in dcnv3_cpu.cpp) adds the gradient of a neighbour at
-// image offset i (as Taps::index holds it): into grad_input itself for the
-// rows the task owns, [own_begin, own_end); into its halo, a buffer of
-// its own, for the rows just above, [halo_begin, own_begin), and just
-// below, [own_end, halo_end), stored one after the other; elsewhere
-// (nullptr) for the rest, which the caller handles. `own` and `halo` point
-// at the group's first channel.
+// image offset i (as Taps::index holds it): into its window, the image's
+// elements [begin, begin + len) (its own rows and the halo around them),
+// stored from `window` on; elsewhere (nullptr) for the rest, which the
+// caller handles. `window` points at the group's first channel.
 template <typename opmath_t, typename index_t>
 struct GradRows {
-  opmath_t* own;
-  opmath_t* halo;
-  index_t own_begin, own_end, halo_begin, halo_end;
+  opmath_t* window;
+  index_t begin, len;
 
+  // One comparison: below `begin`, i - begin wraps around to beyond len.
   opmath_t* at(index_t i) const {
-    if (i >= own_begin && i < own_end) return own + i;
-    if (i >= halo_begin && i < own_begin) return halo + (i - halo_begin);
-    if (i >= own_end && i < halo_end) return halo + (own_begin - halo_begin) + (i - own_end);
-    return nullptr;
+    using unsigned_t = std::make_unsigned_t<index_t>;
+    return static_cast<unsigned_t>(i - begin) < static_cast<unsigned_t>(len)
+               ? window + (i - begin)
+               : nullptr;
   }
-  GradRows shifted(int channels) const {
-    return {own + channels, halo + channels, own_begin, own_end, halo_begin, halo_end};
-  }
+  GradRows shifted(int channels) const { return {window + channels, begin, len}; }
 };
 
 // The backward of one (pixel, group): for each tap (p, k) inside the image,
