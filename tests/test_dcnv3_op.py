@@ -315,9 +315,12 @@ def test_non_contiguous_inputs_and_empty_batch():
 # units of work): with offsets of std 1 many taps land in the other band's
 # rows (its halo), with std 30 most land further (rows allocated as they are
 # written). One group of 64 channels ('halo_one_group'): the vector path's
-# general loop, not its register one (8 to 32 channels).
+# general loop, not its register one (8 to 32 channels). A negative
+# offset_scale mirrors the points; the halo is sized from its magnitude (a
+# negative halo once made the backward fail with std::bad_array_new_length).
 BAND_CASES = {
     'halo': Case(n=1, h=64, w=48, group=4, group_channels=16),
+    'negative_scale': Case(n=1, h=64, w=48, group=4, group_channels=16, offset_scale=-1.0),
     'halo_one_group': Case(n=1, h=40, w=40, group=1, group_channels=64),
     'far': Case(n=1, h=64, w=48, group=4, group_channels=16, offset_std=30.0),
     'stride2_dilation2': Case(n=1, h=96, w=64, group=2, group_channels=32, stride_h=2,
