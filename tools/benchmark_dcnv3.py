@@ -48,6 +48,46 @@ TARGETS = {'forward': 12.0, 'forward+backward': 10.0}  # CPU kernel vs reference
 MAX_BACKWARD_COST = 3.0  # CPU kernel: forward+backward / forward
 
 
+def keep_freed_memory():
+    """Have glibc's malloc keep the memory a call frees for the next call's
+    tensors instead of handing it back to the kernel; returns what it set, for
+    the header (None off glibc).
+
+    PyTorch's CPU tensors come straight from malloc. With glibc's defaults,
+    whether the buffers one call frees go back to the kernel (and the next
+    call faults them in again, page by page) depends on where they happen to
+    lie in the heap, which changes from one process to the next: the same CPU
+    backward at InternImage-T's stage 1 took 1.2 ms in some processes and 2.5
+    ms, with 611 page faults a call, in others. These are the settings that
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 give a
+    whole program (or jemalloc or tcmalloc, preloaded, avoid the same).
+    """
+    if platform.libc_ver()[0] != 'glibc':
+        return None
+    import ctypes
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    mmap_threshold, trim_threshold = 32 << 20, 1 << 30  # 32 MB: glibc's most
+    if not (libc.mallopt(m_mmap_threshold, mmap_threshold)
+            and libc.mallopt(m_trim_threshold, trim_threshold)):
+        return None
+    return (f'glibc malloc keeps freed memory (mmap threshold {mmap_threshold >> 20} MB, '
+            f'trim threshold {trim_threshold >> 30} GB)')
+
+
+def add_malloc_argument(parser):
+    parser.add_argument('--malloc-defaults', action='store_true',
+                        help="leave glibc's malloc settings as they are (see "
+                        'keep_freed_memory: freed buffers may then go back to the '
+                        'kernel and be faulted in again, differently in each process)')
+
+
+def malloc_setting(args):
+    """Applies --malloc-defaults; returns the header's words for it."""
+    kept = None if args.malloc_defaults else keep_freed_memory()
+    return kept or 'malloc as the environment sets it'
+
+
 def synchronize(device):
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -170,16 +210,18 @@ def main():
                         help='exit 1 when a CPU speedup is below its target '
                         f'({TARGETS}) or forward+backward costs more than '
                         f'{MAX_BACKWARD_COST}x the forward')
+    add_malloc_argument(parser)
     add_gpu_arguments(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == 'cuda':
         sys.exit(gpu_main(args, device))
+    malloc = malloc_setting(args)
     rows, bandwidth = benchmark(args)
     print(f'DCNv3 {args.dtype} on {args.device} ({describe_machine(device)}), '
           f'torch {torch.__version__}; copy bandwidth {bandwidth / 1e9:.1f} GB/s; '
           f'median of {args.rounds} interleaved rounds; '
-          f'{"mask softmax fused" if args.softmax else "mask as given"}')
+          f'{"mask softmax fused" if args.softmax else "mask as given"}; {malloc}')
     print()
     print('| shape | size | pass | reference ms | kernel ms | speedup | '
           'kernel / its forward | of bandwidth floor |')

@@ -43,6 +43,8 @@ import torch
 import torch._inductor.config
 import torch.nn.functional as F
 
+from benchmark_dcnv3 import add_malloc_argument, malloc_setting
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 INTERNIMAGE_CFG = osp.join(ROOT, 'configs', 'mmpretrain',
@@ -238,16 +240,18 @@ def main():
                         f'(default: {PASSIVE_MIN_CHUNK_SIZE} under OMP_WAIT_POLICY=PASSIVE, '
                         "else inductor's own; 0: inductor's own)")
     parser.add_argument('--json', help='also write medians and samples here')
+    add_malloc_argument(parser)
     args = parser.parse_args()
     if args.min_chunk_size is None:
         args.min_chunk_size = PASSIVE_MIN_CHUNK_SIZE if passive_waits() else 0
+    malloc = malloc_setting(args)
     medians, samples, warmup = run(args)
     print(f'{platform.processor() or platform.machine()}, '
           f'{torch.get_num_threads()} torch threads, torch {torch.__version__}, '
           f'OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "unset")}, fp32, '
           f'median of {args.rounds} interleaved rounds; inductor freezing '
           f'{"on" if args.freezing else "off"} for compiled inference, '
-          f'cpp.min_chunk_size {args.min_chunk_size or "default"}')
+          f'cpp.min_chunk_size {args.min_chunk_size or "default"}; {malloc}')
     print()
     print(table(medians, args))
     if args.json:
