@@ -43,7 +43,7 @@ import torch
 import torch._inductor.config
 import torch.nn.functional as F
 
-from benchmark_dcnv3 import add_malloc_argument, malloc_setting
+from benchmark_dcnv3 import add_malloc_argument, malloc_setting, time_once
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -147,17 +147,6 @@ def backbone_fn(model, size):
     return run
 
 
-def time_once(fn, min_time):
-    """Mean seconds per call over at least min_time (and at least 1 call)."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return elapsed / calls
-
-
 def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,7 +174,7 @@ def run(args):
     samples = {key: [] for key in cells}
     for r in range(args.rounds):
         for key, fn in cells.items():
-            samples[key].append(time_once(fn, args.min_time))
+            samples[key].append(time_once(fn, torch.device('cpu'), args.min_time))
         print(f'round {r + 1}/{args.rounds} done', file=sys.stderr, flush=True)
     return {key: statistics.median(v) for key, v in samples.items()}, samples, warmup
 
