@@ -233,6 +233,19 @@ if _LOAD_ERROR is None:
         # strides.
         return tuple(t.new_empty(t.shape) for t in (input, offset, mask))
 
+    @torch.library.register_fake('ops_dcnv3::dcnv3_forward_keep_weights')
+    def _dcnv3_forward_keep_weights_fake(input, offset, mask, *args):
+        if input.dtype not in (torch.float32, torch.float64):
+            raise TypeError('DCNv3: dcnv3_forward_keep_weights takes float32 or float64 '
+                            f'tensors, got {input.dtype}')
+        output = _dcnv3_forward_fake(input, offset, mask, *args, True)
+        return output, mask.new_empty(mask.shape)
+
+    @torch.library.register_fake('ops_dcnv3::dcnv3_backward_from_weights')
+    def _dcnv3_backward_from_weights_fake(grad_output, input, offset, mask_weights,
+                                          *args):
+        return _dcnv3_backward_fake(grad_output, input, offset, mask_weights)
+
     # Autograd is registered in C++ (csrc/autograd.cpp): the Python route
     # costs ~0.1 ms per call, as much as the kernel at small stages.
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ops_dcnv3 import KERNEL_DEVICES, dcnv3, dcnv3_core_pytorch
 from ops_dcnv3.ops import COMPILED_DEVICES, TRITON_FOUND, select_backend
@@ -533,6 +534,78 @@ def test_mask_softmax_opcheck_and_non_contiguous_backward_fake():
         torch.library.opcheck(torch.ops.ops_dcnv3.dcnv3_backward.default,
                               (grad_out, xs.detach(), offs.detach(), mask.detach(),
                                *case.params(), 64, True, softmax))
+
+
+class DCNv3OpLog(TorchDispatchMode):
+    """The ops_dcnv3 ops that run below autograd, by name, in order."""
+
+    def __enter__(self):
+        self.names = []
+        return super().__enter__()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        namespace, name = func.name().split('::')
+        if namespace == 'ops_dcnv3':
+            self.names.append(name.split('.')[0])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16])
+def test_autograd_keeps_the_softmax_weights_for_the_cpu_backward(dtype):
+    """With mask_softmax=True and a gradient to take, the CPU kernel's
+    forward keeps the softmax weights it computed (float32 and float64) and
+    the backward takes them instead of computing the softmax again: the
+    output and all three gradients are dcnv3_forward's and dcnv3_backward's
+    on the logits, bit for bit. Inference (no_grad) and float16 run the plain
+    pair."""
+    case = CASES['pad0_g8_center']
+    x, off, logits = case.tensors(dtype)
+    logits = 3 * logits
+    grad_out = torch.randn(case.n, *case.out_size, x.shape[-1]).to(dtype)
+    params = (*case.params(), 64, case.remove_center)
+    ops = torch.ops.ops_dcnv3
+    leaves = [t.clone().requires_grad_() for t in (x, off, logits)]
+    with DCNv3OpLog() as log:
+        out = ops.dcnv3_forward(*leaves, *params, True)
+        grads = torch.autograd.grad(out, leaves, grad_out)
+    keeps = dtype in (torch.float32, torch.float64)
+    assert log.names == (['dcnv3_forward_keep_weights', 'dcnv3_backward_from_weights']
+                         if keeps else ['dcnv3_forward', 'dcnv3_backward'])
+    assert torch.equal(out, ops.dcnv3_forward(x, off, logits, *params, True))
+    expected = ops.dcnv3_backward(grad_out, x, off, logits, *params, True)
+    for what, a, b in zip(('input', 'offset', 'logits'), grads, expected):
+        assert torch.equal(a, b), what
+    with torch.no_grad(), DCNv3OpLog() as log:
+        ops.dcnv3_forward(*leaves, *params, True)
+    assert log.names == ['dcnv3_forward']
+    if keeps:
+        _, weights = ops.dcnv3_forward_keep_weights(x, off, logits, *params)
+        softmax = logits.unflatten(-1, (case.group, case.points)).softmax(-1).flatten(-2)
+        torch.testing.assert_close(weights, softmax, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-14)
+
+
+def test_keep_weights_pair_opcheck_and_errors():
+    """The pair's fake kernels match its CPU kernels; it refuses the dtypes
+    it does not keep weights for, and a call that autograd would record
+    directly (its own autograd is DCNv3's)."""
+    case = CASES['pad0_g8_center']
+    ops = torch.ops.ops_dcnv3
+    params = (*case.params(), 64, case.remove_center)
+    for dtype in (torch.float32, torch.float64):
+        x, off, logits = case.tensors(dtype)
+        torch.library.opcheck(ops.dcnv3_forward_keep_weights.default, (x, off, logits, *params))
+        _, weights = ops.dcnv3_forward_keep_weights(x, off, logits, *params)
+        grad_out = torch.randn(case.n, *case.out_size, x.shape[-1], dtype=dtype)
+        torch.library.opcheck(ops.dcnv3_backward_from_weights.default,
+                              (grad_out, x, off, weights, *params))
+    half = case.tensors(torch.float16)
+    with pytest.raises(TypeError, match='float32 or float64'):
+        ops.dcnv3_forward_keep_weights(*half, *params)
+    with pytest.raises(TypeError, match='float32 or float64'):
+        ops.dcnv3_backward_from_weights(torch.zeros_like(half[0]), *half, *params)
+    x, off, logits = case.tensors()
+    with pytest.raises(NotImplementedError, match='no autograd of its own'):
+        ops.dcnv3_forward_keep_weights(x.requires_grad_(), off, logits, *params)
 
 
 def test_mixed_devices_are_refused():

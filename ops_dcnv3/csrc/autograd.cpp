@@ -6,7 +6,9 @@
 // interpreter work per call and per backward, as much as the whole kernel at
 // InternImage's small stages. The backward is the ops_dcnv3::dcnv3_backward
 // op, so that fake tensors and torch.compile see it as one op too; its own
-// autograd entry refuses second-order gradients with a clear error.
+// autograd entry refuses second-order gradients with a clear error. For the
+// fused softmax on the CPU kernel the pair is dcnv3_forward_keep_weights and
+// dcnv3_backward_from_weights instead (see keeps_weights).
 #include <torch/autograd.h>
 #include <torch/library.h>
 
@@ -58,13 +60,69 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> call_backward(
                  p.im2col_step, p.remove_center, p.mask_softmax);
 }
 
+std::tuple<at::Tensor, at::Tensor> call_forward_keep_weights(
+    const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+    const Params& p) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("ops_dcnv3::dcnv3_forward_keep_weights", "")
+          .typed<std::tuple<at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+              int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+              int64_t, int64_t, double, int64_t, bool)>();
+  return op.call(input, offset, mask, p.kernel_h, p.kernel_w, p.stride_h,
+                 p.stride_w, p.pad_h, p.pad_w, p.dilation_h, p.dilation_w,
+                 p.group, p.group_channels, p.offset_scale, p.im2col_step,
+                 p.remove_center);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> call_backward_from_weights(
+    const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& offset, const at::Tensor& weights, const Params& p) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("ops_dcnv3::dcnv3_backward_from_weights", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, int64_t, int64_t, int64_t, int64_t, int64_t,
+              int64_t, int64_t, int64_t, int64_t, int64_t, double, int64_t,
+              bool)>();
+  return op.call(grad_output, input, offset, weights, p.kernel_h, p.kernel_w,
+                 p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.dilation_h,
+                 p.dilation_w, p.group, p.group_channels, p.offset_scale,
+                 p.im2col_step, p.remove_center);
+}
+
+// Whether a forward that autograd records keeps the softmax weights for its
+// backward (dcnv3_forward_keep_weights, then dcnv3_backward_from_weights)
+// instead of the logits, whose softmax the backward would compute again
+// (~10% of its time at InternImage-T's stages): for the fused softmax, where
+// a gradient is to be taken, on the CPU kernel in float32 and float64 (the
+// pair's dtypes). Everywhere else, and in inference, the plain forward runs.
+bool keeps_weights(const at::Tensor& input, const at::Tensor& offset,
+                   const at::Tensor& mask, const Params& p) {
+  const auto type = input.scalar_type();
+  return p.mask_softmax && input.is_cpu() && (type == at::kFloat || type == at::kDouble) &&
+         at::GradMode::is_enabled() &&
+         (input.requires_grad() || offset.requires_grad() || mask.requires_grad());
+}
+
 class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& offset, const at::Tensor& mask,
-                            const Params& p) {
+                            const Params& p, bool keep_weights) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    ctx->save_for_backward({input, offset, mask});
+    at::Tensor output;
+    if (keep_weights) {
+      at::Tensor weights;
+      std::tie(output, weights) = call_forward_keep_weights(input, offset, mask, p);
+      ctx->save_for_backward({input, offset, weights});
+    } else {
+      output = call_forward(input, offset, mask, p);
+      ctx->save_for_backward({input, offset, mask});
+    }
+    ctx->saved_data["keep_weights"] = keep_weights;
     const std::vector<int64_t> ints = {
         p.kernel_h,   p.kernel_w,   p.stride_h, p.stride_w,
         p.pad_h,      p.pad_w,      p.dilation_h, p.dilation_w,
@@ -73,7 +131,7 @@ class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
     ctx->saved_data["offset_scale"] = p.offset_scale;
     ctx->saved_data["remove_center"] = p.remove_center;
     ctx->saved_data["mask_softmax"] = p.mask_softmax;
-    return call_forward(input, offset, mask, p);
+    return output;
   }
 
   static variable_list backward(AutogradContext* ctx,
@@ -85,11 +143,13 @@ class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
                    ctx->saved_data["offset_scale"].toDouble(), ints[10],
                    ctx->saved_data["remove_center"].toBool(),
                    ctx->saved_data["mask_softmax"].toBool()};
-    auto grads = call_backward(grad_outputs[0], saved[0], saved[1], saved[2],
-                               p);
+    auto grads = ctx->saved_data["keep_weights"].toBool()
+                     ? call_backward_from_weights(grad_outputs[0], saved[0], saved[1],
+                                                  saved[2], p)
+                     : call_backward(grad_outputs[0], saved[0], saved[1], saved[2], p);
     // One gradient per forward() argument; none for the parameters.
     return {std::get<0>(grads), std::get<1>(grads), std::get<2>(grads),
-            at::Tensor()};
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -104,9 +164,10 @@ class DCNv3BackwardAutograd
                                const at::Tensor& grad_output,
                                const at::Tensor& input,
                                const at::Tensor& offset, const at::Tensor& mask,
-                               const Params& p) {
+                               const Params& p, bool from_weights) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto grads = call_backward(grad_output, input, offset, mask, p);
+    auto grads = from_weights ? call_backward_from_weights(grad_output, input, offset, mask, p)
+                              : call_backward(grad_output, input, offset, mask, p);
     return {std::get<0>(grads), std::get<1>(grads), std::get<2>(grads)};
   }
 
@@ -134,8 +195,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_autograd(
                  pad_h,      pad_w,      dilation_h,     dilation_w,
                  group,      group_channels, offset_scale, im2col_step,
                  remove_center, mask_softmax};
-  auto grads = DCNv3BackwardAutograd::apply(grad_output, input, offset, mask, p);
+  auto grads = DCNv3BackwardAutograd::apply(grad_output, input, offset, mask, p, false);
   return {grads[0], grads[1], grads[2]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_from_weights_autograd(
+    const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& offset, const at::Tensor& mask_weights, int64_t kernel_h,
+    int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+    int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
+    int64_t group_channels, double offset_scale, int64_t im2col_step,
+    bool remove_center) {
+  const Params p{kernel_h,   kernel_w,   stride_h,       stride_w,
+                 pad_h,      pad_w,      dilation_h,     dilation_w,
+                 group,      group_channels, offset_scale, im2col_step,
+                 remove_center, true};
+  auto grads =
+      DCNv3BackwardAutograd::apply(grad_output, input, offset, mask_weights, p, true);
+  return {grads[0], grads[1], grads[2]};
+}
+
+// dcnv3_forward_keep_weights is what DCNv3Autograd runs below autograd; it
+// has no gradient of its own (its weights would need one), so a call that
+// autograd would record is refused rather than given a wrong one.
+std::tuple<at::Tensor, at::Tensor> dcnv3_forward_keep_weights_autograd(
+    const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+    int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+    int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+    int64_t group, int64_t group_channels, double offset_scale,
+    int64_t im2col_step, bool remove_center) {
+  TORCH_CHECK_NOT_IMPLEMENTED(
+      !(at::GradMode::is_enabled() &&
+        (input.requires_grad() || offset.requires_grad() || mask.requires_grad())),
+      "DCNv3: ops_dcnv3::dcnv3_forward_keep_weights has no autograd of its own; "
+      "call ops_dcnv3.dcnv3 (or torch.ops.ops_dcnv3.dcnv3_forward) with "
+      "mask_softmax=True, whose autograd runs it");
+  const Params p{kernel_h,   kernel_w,   stride_h,       stride_w,
+                 pad_h,      pad_w,      dilation_h,     dilation_w,
+                 group,      group_channels, offset_scale, im2col_step,
+                 remove_center, true};
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return call_forward_keep_weights(input, offset, mask, p);
 }
 
 at::Tensor dcnv3_forward_autograd(
@@ -148,7 +248,8 @@ at::Tensor dcnv3_forward_autograd(
                  pad_h,      pad_w,      dilation_h,     dilation_w,
                  group,      group_channels, offset_scale, im2col_step,
                  remove_center, mask_softmax};
-  return DCNv3Autograd::apply(input, offset, mask, p);
+  return DCNv3Autograd::apply(input, offset, mask, p,
+                              keeps_weights(input, offset, mask, p));
 }
 
 }  // namespace
@@ -156,6 +257,8 @@ at::Tensor dcnv3_forward_autograd(
 TORCH_LIBRARY_IMPL(ops_dcnv3, Autograd, m) {
   m.impl("dcnv3_forward", &dcnv3_forward_autograd);
   m.impl("dcnv3_backward", &dcnv3_backward_autograd);
+  m.impl("dcnv3_forward_keep_weights", &dcnv3_forward_keep_weights_autograd);
+  m.impl("dcnv3_backward_from_weights", &dcnv3_backward_from_weights_autograd);
 }
 
 }  // namespace ops_dcnv3

@@ -32,4 +32,22 @@ TORCH_LIBRARY(ops_dcnv3, m) {
       "int pad_h, int pad_w, int dilation_h, int dilation_w, int group, "
       "int group_channels, float offset_scale, int im2col_step, "
       "bool remove_center, bool mask_softmax=False) -> (Tensor, Tensor, Tensor)");
+  // The pair that autograd runs for mask_softmax=True where the kernel has
+  // it (the CPU kernel, float32 and float64): the forward also returns the
+  // softmax weights it computed (the mask's shape and dtype), and the
+  // backward takes them in the mask's place and returns the gradient of the
+  // logits, without computing the softmax again. The gradients are those
+  // of dcnv3_backward(..., mask_softmax=True) on the logits, bit for bit.
+  m.def(
+      "dcnv3_forward_keep_weights(Tensor input, Tensor offset, Tensor mask, "
+      "int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h, "
+      "int pad_w, int dilation_h, int dilation_w, int group, "
+      "int group_channels, float offset_scale, int im2col_step, "
+      "bool remove_center) -> (Tensor, Tensor)");
+  m.def(
+      "dcnv3_backward_from_weights(Tensor grad_output, Tensor input, "
+      "Tensor offset, Tensor mask_weights, int kernel_h, int kernel_w, "
+      "int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h, "
+      "int dilation_w, int group, int group_channels, float offset_scale, "
+      "int im2col_step, bool remove_center) -> (Tensor, Tensor, Tensor)");
 }

@@ -476,10 +476,12 @@ int group_backward_on(Isa isa, const Taps<opmath_t, index_t>& taps,
   return group_backward(taps, mask, P, go, in, dst, D, v);
 }
 
+// With `weights` (not null), each pixel's mask weights also go there, as
+// the mask lies (G * P a pixel), for the backward (dcnv3_forward_keep_weights).
 template <typename scalar_t, int B, typename index_t>
 void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
                     const scalar_t* offset, const scalar_t* mask,
-                    scalar_t* output) {
+                    scalar_t* output, at::opmath_type<scalar_t>* weights) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int D = g.group_channels, C = g.channels, P = g.points;
   const int64_t pixels = g.batch * g.h_out * g.w_out;
@@ -498,6 +500,9 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
           centre_location(g, i, j, cx, cy);
           // Step 1 for all groups first (see PixelMasks).
           const opmath_t* const masks = pixel_masks.of(q, end);
+          if (weights) {
+            std::memcpy(weights + q * g.group * P, masks, sizeof(opmath_t) * g.group * P);
+          }
           gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                       false, masks);
           for (int grp = 0; grp < g.group; ++grp) {
@@ -619,8 +624,11 @@ struct FarRows {
   const opmath_t* written(int y) const { return rows[y] ? rows[y]->get() : nullptr; }
 };
 
+// With `softmax`, the gradients of the mask are those of logits through
+// the softmax; with `logits` too, the mask holds those logits, else (from
+// dcnv3_backward_from_weights) it holds their softmax weights already.
 template <typename scalar_t, typename index_t>
-void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
+void backward_kernel(const Geometry& g, bool softmax, bool logits, const scalar_t* grad_out,
                      const scalar_t* input, const scalar_t* offset,
                      const scalar_t* mask, at::opmath_type<scalar_t>* grad_input,
                      scalar_t* grad_offset, scalar_t* grad_mask) {
@@ -663,7 +671,7 @@ void backward_kernel(const Geometry& g, bool softmax, const scalar_t* grad_out,
       0, tasks, grain_for(work / bands.count),
       [&](int64_t begin, int64_t end) {
         Scratch<opmath_t, index_t> s(g);
-        PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask, softmax);
+        PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask, softmax && logits);
         std::vector<opmath_t> go_buffer(D);
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / bands.count;
@@ -793,6 +801,30 @@ bool low_precision_via_fp32(const at::Tensor& input, const Geometry& g) {
 
 namespace {
 
+// The forward of a prepared call (see forward_kernel for `weights`).
+void run_forward(const ForwardCall& c, bool mask_softmax, at::Tensor* weights) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, c.input.scalar_type(), "dcnv3_forward_cpu", [&] {
+        using opmath_t = at::opmath_type<scalar_t>;
+        opmath_t* const w = weights ? weights->mutable_data_ptr<opmath_t>() : nullptr;
+        // Channel blocks of 16 when the group is that wide, else 8.
+        auto run = [&](auto block, auto index) {
+          cpu::forward_kernel<scalar_t, decltype(block)::value, decltype(index)>(
+              c.g, mask_softmax, c.input.const_data_ptr<scalar_t>(),
+              c.offset.const_data_ptr<scalar_t>(),
+              c.mask.const_data_ptr<scalar_t>(),
+              c.output.mutable_data_ptr<scalar_t>(), w);
+        };
+        cpu::with_index_type(c.g, [&](auto index) {
+          if (c.g.group_channels % 16 == 0) {
+            run(std::integral_constant<int, 16>(), index);
+          } else {
+            run(std::integral_constant<int, 8>(), index);
+          }
+        });
+      });
+}
+
 at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
                              const at::Tensor& mask, int64_t kernel_h,
                              int64_t kernel_w, int64_t stride_h,
@@ -813,34 +845,44 @@ at::Tensor dcnv3_forward_cpu(const at::Tensor& input, const at::Tensor& offset,
                              group_channels, offset_scale, 0, remove_center, mask_softmax)
         .to(c.input.scalar_type());
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, c.input.scalar_type(), "dcnv3_forward_cpu", [&] {
-        // Channel blocks of 16 when the group is that wide, else 8.
-        auto run = [&](auto block, auto index) {
-          cpu::forward_kernel<scalar_t, decltype(block)::value, decltype(index)>(
-              c.g, mask_softmax, c.input.const_data_ptr<scalar_t>(),
-              c.offset.const_data_ptr<scalar_t>(),
-              c.mask.const_data_ptr<scalar_t>(),
-              c.output.mutable_data_ptr<scalar_t>());
-        };
-        cpu::with_index_type(c.g, [&](auto index) {
-          if (c.g.group_channels % 16 == 0) {
-            run(std::integral_constant<int, 16>(), index);
-          } else {
-            run(std::integral_constant<int, 8>(), index);
-          }
-        });
-      });
+  run_forward(c, mask_softmax, nullptr);
   return c.output;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
+// The pair below keeps the softmax weights in the op's math type, which is
+// the input's own only for float32 and float64.
+void check_weights_dtype(const at::Tensor& input, const char* op) {
+  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+                   "DCNv3: ", op, " takes float32 or float64 tensors (its mask "
+                   "weights are in the input's dtype), got ", input.scalar_type(),
+                   "; use dcnv3_forward / dcnv3_backward with mask_softmax=True");
+}
+
+std::tuple<at::Tensor, at::Tensor> dcnv3_forward_keep_weights_cpu(
+    const at::Tensor& input, const at::Tensor& offset, const at::Tensor& mask,
+    int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+    int64_t pad_h, int64_t pad_w, int64_t dilation_h, int64_t dilation_w,
+    int64_t group, int64_t group_channels, double offset_scale,
+    int64_t /*im2col_step*/, bool remove_center) {
+  check_weights_dtype(input, "dcnv3_forward_keep_weights");
+  const ForwardCall c = prepare_forward(
+      at::kCPU, input, offset, mask, kernel_h, kernel_w, stride_h, stride_w,
+      pad_h, pad_w, dilation_h, dilation_w, group, group_channels,
+      offset_scale, remove_center);
+  at::Tensor weights = at::empty_like(c.mask);
+  if (c.output.numel() > 0) run_forward(c, /*mask_softmax=*/true, &weights);
+  return {c.output, weights};
+}
+
+// dcnv3_backward, and with logits = false dcnv3_backward_from_weights (the
+// mask then holds softmax weights; softmax is true).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor& offset, const at::Tensor& mask, int64_t kernel_h,
     int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
-    int64_t group_channels, double offset_scale, int64_t /*im2col_step*/,
-    bool remove_center, bool mask_softmax) {
+    int64_t group_channels, double offset_scale, bool remove_center,
+    bool softmax, bool logits) {
   BackwardCall c = prepare_backward(
       at::kCPU, grad_output, input, offset, mask, kernel_h, kernel_w,
       stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
@@ -849,11 +891,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
     c.grad_input.zero_();
   } else if (cpu::low_precision_via_fp32(c.input, c.g)) {
     const auto type = c.input.scalar_type();
-    auto grads = dcnv3_backward_cpu(
+    auto grads = backward_cpu(
         c.grad_output.to(at::kFloat), c.input.to(at::kFloat), c.offset.to(at::kFloat),
         c.mask.to(at::kFloat), kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-        dilation_h, dilation_w, group, group_channels, offset_scale, 0, remove_center,
-        mask_softmax);
+        dilation_h, dilation_w, group, group_channels, offset_scale, remove_center,
+        softmax, logits);
     return {std::get<0>(grads).to(type), std::get<1>(grads).to(type),
             std::get<2>(grads).to(type)};
   } else {
@@ -862,7 +904,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
         [&] {
           cpu::with_index_type(c.g, [&](auto index) {
             cpu::backward_kernel<scalar_t, decltype(index)>(
-                c.g, mask_softmax, c.grad_output.const_data_ptr<scalar_t>(),
+                c.g, softmax, logits, c.grad_output.const_data_ptr<scalar_t>(),
                 c.input.const_data_ptr<scalar_t>(),
                 c.offset.const_data_ptr<scalar_t>(),
                 c.mask.const_data_ptr<scalar_t>(),
@@ -875,11 +917,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
   return c.gradients();
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& offset, const at::Tensor& mask, int64_t kernel_h,
+    int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+    int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
+    int64_t group_channels, double offset_scale, int64_t /*im2col_step*/,
+    bool remove_center, bool mask_softmax) {
+  return backward_cpu(grad_output, input, offset, mask, kernel_h, kernel_w, stride_h,
+                      stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                      group_channels, offset_scale, remove_center, mask_softmax,
+                      mask_softmax);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_from_weights_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input,
+    const at::Tensor& offset, const at::Tensor& mask_weights, int64_t kernel_h,
+    int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+    int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
+    int64_t group_channels, double offset_scale, int64_t /*im2col_step*/,
+    bool remove_center) {
+  check_weights_dtype(input, "dcnv3_backward_from_weights");
+  return backward_cpu(grad_output, input, offset, mask_weights, kernel_h, kernel_w,
+                      stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
+                      group_channels, offset_scale, remove_center, /*softmax=*/true,
+                      /*logits=*/false);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ops_dcnv3, CPU, m) {
   m.impl("dcnv3_forward", &dcnv3_forward_cpu);
   m.impl("dcnv3_backward", &dcnv3_backward_cpu);
+  m.impl("dcnv3_forward_keep_weights", &dcnv3_forward_keep_weights_cpu);
+  m.impl("dcnv3_backward_from_weights", &dcnv3_backward_from_weights_cpu);
 }
 
 }  // namespace ops_dcnv3
