@@ -119,7 +119,8 @@ struct Scratch {
   int stride;                                    // of the taps, see Taps
   std::vector<opmath_t> grid_x, grid_y;          // kernel_point() of each point
   std::vector<index_t> index;                    // 4 per point
-  std::vector<opmath_t> weight, dx, dy;          // 4 per point
+  std::vector<opmath_t> weight;                  // 4 per point
+  std::vector<opmath_t> lx, ly;                  // 1 per point
   std::vector<opmath_t> dots;                    // per tap, grad_out . neighbour (point-major)
   std::vector<opmath_t> grad_w;                  // of the mask weights (+ spare)
   Taps<opmath_t, index_t> taps;
@@ -127,7 +128,7 @@ struct Scratch {
   explicit Scratch(const Geometry& g)
       : stride(padded_points(g.group * g.points) + 8),
         grid_x(stride), grid_y(stride), index(4 * stride), weight(4 * stride),
-        dx(4 * stride), dy(4 * stride), dots(4 * stride),
+        lx(stride), ly(stride), dots(4 * stride),
         grad_w(stride) {
     for (int q = 0; q < g.group * g.points; ++q) {
       int kx, ky;
@@ -135,7 +136,7 @@ struct Scratch {
       grid_x[q] = static_cast<opmath_t>(kx);
       grid_y[q] = static_cast<opmath_t>(ky);
     }
-    taps = {index.data(), weight.data(), dx.data(), dy.data(), stride};
+    taps = {index.data(), weight.data(), lx.data(), ly.data(), stride};
   }
 };
 
@@ -177,13 +178,15 @@ void point_gradients(const Taps<opmath_t, index_t>& taps, const opmath_t* v,
                      scalar_t* grad_offset) {
   const int S = taps.stride;
   for (int p = 0; p < n; ++p) {
+    const opmath_t lx = taps.lx[p], ly = taps.ly[p], hx = 1 - lx, hy = 1 - ly;
+    const opmath_t wx[4] = {-hy, hy, -ly, ly}, wy[4] = {-hx, -lx, hx, lx};
     opmath_t vm = 0, vx = 0, vy = 0;
     for (int k = 0; k < 4; ++k) {
       const int t = k * S + p;
       const opmath_t vt = v[4 * p + k];
       vm += taps.weight[t] * vt;
-      vx += taps.dx[t] * vt;
-      vy += taps.dy[t] * vt;
+      vx += wx[k] * vt;
+      vy += wy[k] * vt;
     }
     grad_w[p] = vm;
     const opmath_t a = w[p] * scale;
@@ -241,15 +244,14 @@ void gather(const Geometry& g, opmath_t cx, opmath_t cy,
     if (mask) {
       for (int k = 0; k < 4; ++k) w[k] = w[k] * mask[p];
     }
-    const opmath_t wx[4] = {-hy, hy, -ly, ly}, wy[4] = {-hx, -lx, hx, lx};
     for (int k = 0; k < 4; ++k) {
       const int t = k * taps.stride + p;
       taps.index[t] = static_cast<index_t>(ok[k] ? at[k] : -1);
       taps.weight[t] = w[k];
-      if (derivatives) {
-        taps.dx[t] = wx[k];
-        taps.dy[t] = wy[k];
-      }
+    }
+    if (derivatives) {
+      taps.lx[p] = lx;
+      taps.ly[p] = ly;
     }
   }
 }

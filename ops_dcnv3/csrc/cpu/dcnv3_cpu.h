@@ -41,16 +41,21 @@ namespace cpu {
 // whose neighbour lies outside the image has index -1 (its other entries
 // are unspecified) and is skipped, so a point that falls outside (or has a
 // NaN location) contributes exactly nothing, whatever the input holds.
+// For the backward the gather also keeps each point's fractional position
+// (lx, ly), entry p (one a point): the derivatives of its four weights,
+// d w_k / d x = (-hy, hy, -ly, ly) and d w_k / d y = (-hx, -lx, hx, lx)
+// with hx = 1 - lx and hy = 1 - ly, are formed where they are used
+// (point_gradients), from 2 stored values a point instead of 8.
 template <typename opmath_t, typename index_t>
 struct Taps {
   index_t* index;    // element offset of the neighbour in the image, or -1
   opmath_t* weight;  // bilinear weight
-  opmath_t* dx;      // d weight / d x (only when derivatives are asked for)
-  opmath_t* dy;      // d weight / d y
+  opmath_t* lx;      // x - floor(x) (only when derivatives are asked for)
+  opmath_t* ly;      // y - floor(y)
   int stride;
 
   Taps at(int point) const {
-    return {index + point, weight + point, dx + point, dy + point, stride};
+    return {index + point, weight + point, lx + point, ly + point, stride};
   }
 };
 
@@ -132,7 +137,7 @@ void softmax_avx2(const float* logits, int groups, int P, float* work, float* ou
 
 // The taps of n points of one pixel, whose kernel centre is at (cx, cy):
 // point p has kernel_point() offsets (grid_x[p], grid_y[p]) and sampling
-// offsets offset[2p], offset[2p + 1]. dx and dy are written only with
+// offsets offset[2p], offset[2p + 1]. lx and ly are written only with
 // `derivatives`. With `mask` (the forward), each weight comes out
 // multiplied by its point's mask weight mask[p]. Writes entries up to the
 // next multiple of 8 past n; reads grid_x, grid_y and mask up to there

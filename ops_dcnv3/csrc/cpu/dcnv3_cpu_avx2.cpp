@@ -160,7 +160,7 @@ DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
   const __m256 s = _mm256_set1_ps(static_cast<float>(g.offset_scale));
   const __m256 vcx = _mm256_set1_ps(cx), vcy = _mm256_set1_ps(cy);
   const __m256 minus1 = _mm256_set1_ps(-1.f), one = _mm256_set1_ps(1.f);
-  const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.f);
+  const __m256 zero = _mm256_setzero_ps();
   const __m256 W = _mm256_set1_ps(static_cast<float>(g.width));
   const __m256 H = _mm256_set1_ps(static_cast<float>(g.height));
   const __m256i vC = _mm256_set1_epi32(g.channels);
@@ -215,16 +215,8 @@ DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
     _mm256_storeu_ps(w + 2 * S, w10);
     _mm256_storeu_ps(w + 3 * S, w11);
     if (derivatives) {
-      float* const wx = taps.dx + p0;
-      float* const wy = taps.dy + p0;
-      _mm256_storeu_ps(wx, _mm256_xor_ps(hy, sign));
-      _mm256_storeu_ps(wx + S, hy);
-      _mm256_storeu_ps(wx + 2 * S, _mm256_xor_ps(ly, sign));
-      _mm256_storeu_ps(wx + 3 * S, ly);
-      _mm256_storeu_ps(wy, _mm256_xor_ps(hx, sign));
-      _mm256_storeu_ps(wy + S, _mm256_xor_ps(lx, sign));
-      _mm256_storeu_ps(wy + 2 * S, hx);
-      _mm256_storeu_ps(wy + 3 * S, lx);
+      _mm256_storeu_ps(taps.lx + p0, lx);
+      _mm256_storeu_ps(taps.ly + p0, ly);
     }
     const __m256i base = _mm256_add_epi32(
         _mm256_mullo_epi32(_mm256_cvttps_epi32(fy), vrow),
@@ -363,6 +355,7 @@ DCNV3_TARGET_AVX2 void point_gradients_avx2(
   const int S = taps.stride;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 vscale = _mm256_set1_ps(scale);
+  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
   for (int p0 = 0; p0 < n; p0 += 8) {
     // v is point-major (4 a point, stored 4 at a time by
     // group_backward_avx2): read in the stores' own units, each of which a
@@ -383,13 +376,18 @@ DCNV3_TARGET_AVX2 void point_gradients_avx2(
                           _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
                           _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
                           _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2))};
+    // The weights' derivatives, as point_gradients forms them (see Taps).
+    const __m256 lx = _mm256_loadu_ps(taps.lx + p0), ly = _mm256_loadu_ps(taps.ly + p0);
+    const __m256 hx = _mm256_sub_ps(one, lx), hy = _mm256_sub_ps(one, ly);
+    const __m256 wx[4] = {_mm256_xor_ps(hy, sign), hy, _mm256_xor_ps(ly, sign), ly};
+    const __m256 wy[4] = {_mm256_xor_ps(hx, sign), _mm256_xor_ps(lx, sign), hx, lx};
     __m256 vm = _mm256_setzero_ps(), vx = vm, vy = vm;
     for (int k = 0; k < 4; ++k) {
       const int t = k * S + p0;
       const __m256 vt = vk[k];
       vm = _mm256_add_ps(vm, _mm256_mul_ps(_mm256_loadu_ps(taps.weight + t), vt));
-      vx = _mm256_add_ps(vx, _mm256_mul_ps(_mm256_loadu_ps(taps.dx + t), vt));
-      vy = _mm256_add_ps(vy, _mm256_mul_ps(_mm256_loadu_ps(taps.dy + t), vt));
+      vx = _mm256_add_ps(vx, _mm256_mul_ps(wx[k], vt));
+      vy = _mm256_add_ps(vy, _mm256_mul_ps(wy[k], vt));
     }
     _mm256_storeu_ps(grad_w + p0, vm);
     const __m256 a = _mm256_mul_ps(_mm256_loadu_ps(w + p0), vscale);
