@@ -667,7 +667,8 @@ void backward_kernel(const Geometry& g, bool softmax, bool logits, const scalar_
     return GradRows<opmath_t, index_t>{
         band == 0 ? grad_input + n * image : windows[task].get(),
         static_cast<index_t>(bands.first(band) * row_len),
-        static_cast<index_t>((bands.last(band) - bands.first(band)) * row_len)};
+        static_cast<index_t>((bands.last(band) - bands.first(band)) * row_len),
+        bands.count == 1};
   };
   at::parallel_for(
       0, tasks, grain_for(work / bands.count),

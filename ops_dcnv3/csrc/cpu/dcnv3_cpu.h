@@ -160,10 +160,13 @@ void weighted_sum_avx2(const Taps<float, int32_t>& taps, int P,
 // elements [begin, begin + len) (its own rows and the halo around them),
 // stored from `window` on; elsewhere (nullptr) for the rest, which the
 // caller handles. `window` points at the group's first channel.
+// `whole`: the window is the whole image (begin 0), so every tap inside the
+// image has its place there and the vector code skips the comparison.
 template <typename opmath_t, typename index_t>
 struct GradRows {
   opmath_t* window;
   index_t begin, len;
+  bool whole;
 
   // One comparison: below `begin`, i - begin wraps around to beyond len.
   opmath_t* at(index_t i) const {
@@ -172,7 +175,7 @@ struct GradRows {
                ? window + (i - begin)
                : nullptr;
   }
-  GradRows shifted(int channels) const { return {window + channels, begin, len}; }
+  GradRows shifted(int channels) const { return {window + channels, begin, len, whole}; }
 };
 
 // The backward of one (pixel, group): for each tap (p, k) inside the image,

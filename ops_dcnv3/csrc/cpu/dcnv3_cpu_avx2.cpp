@@ -279,7 +279,9 @@ namespace {
 // of go. The accumulator is returned, not written into an array the caller
 // holds: an array of a point's four made GCC zero it in memory (rep stos)
 // and keep it on the stack, which cost several times the tap's arithmetic.
-template <int V>
+// With `Whole` (dst.whole: one band has the whole image), every tap inside
+// the image has its place and none is looked up.
+template <int V, bool Whole>
 DCNV3_TARGET_AVX2 __attribute__((always_inline)) inline __m256 tap_backward(
     int32_t at, float a, const __m256* g, const float* __restrict__ go,
     const float* __restrict__ in, const GradRows<float, int32_t>& dst, int D,
@@ -287,9 +289,9 @@ DCNV3_TARGET_AVX2 __attribute__((always_inline)) inline __m256 tap_backward(
   __m256 acc = _mm256_setzero_ps();
   if (at < 0) return acc;
   const float* x = in + at;
-  float* const y = dst.at(at);
+  float* const y = Whole ? dst.window + at : dst.at(at);
   const int vectors = V > 0 ? V : D / 8;
-  if (y) {  // the scatter and the dot product in one sweep
+  if (Whole || y) {  // the scatter and the dot product in one sweep
     const __m256 av = _mm256_set1_ps(a);
     for (int e = 0; e < vectors; ++e) {
       const __m256 g8 = V > 0 ? g[e] : _mm256_loadu_ps(go + 8 * e);
@@ -309,7 +311,7 @@ DCNV3_TARGET_AVX2 __attribute__((always_inline)) inline __m256 tap_backward(
 
 // group_backward_avx2 for groups of 8 * V channels, the V vectors of
 // grad_out in registers (V > 0), or of any multiple of 8 (V == 0).
-template <int V>
+template <int V, bool Whole>
 DCNV3_TARGET_AVX2 int group_backward_v_avx2(
     const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
     const float* __restrict__ go, const float* __restrict__ in,
@@ -322,15 +324,31 @@ DCNV3_TARGET_AVX2 int group_backward_v_avx2(
   for (int e = 0; e < V; ++e) g[e] = _mm256_loadu_ps(go + 8 * e);
   for (int p = 0; p < P; ++p) {
     const float m = mask[p];
-    const __m256 a0 = tap_backward<V>(index[p], weight[p] * m, g, go, in, dst, D, n_far);
-    const __m256 a1 = tap_backward<V>(index[S + p], weight[S + p] * m, g, go, in, dst, D, n_far);
-    const __m256 a2 = tap_backward<V>(index[2 * S + p], weight[2 * S + p] * m, g, go, in, dst, D,
-                                      n_far);
-    const __m256 a3 = tap_backward<V>(index[3 * S + p], weight[3 * S + p] * m, g, go, in, dst, D,
-                                      n_far);
+    const __m256 a0 =
+        tap_backward<V, Whole>(index[p], weight[p] * m, g, go, in, dst, D, n_far);
+    const __m256 a1 =
+        tap_backward<V, Whole>(index[S + p], weight[S + p] * m, g, go, in, dst, D, n_far);
+    const __m256 a2 = tap_backward<V, Whole>(index[2 * S + p], weight[2 * S + p] * m, g, go,
+                                             in, dst, D, n_far);
+    const __m256 a3 = tap_backward<V, Whole>(index[3 * S + p], weight[3 * S + p] * m, g, go,
+                                             in, dst, D, n_far);
     _mm_storeu_ps(v + 4 * p, tree_sums(a0, a1, a2, a3));
   }
   return n_far;
+}
+
+template <bool Whole>
+DCNV3_TARGET_AVX2 int group_backward_w_avx2(
+    const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
+    const float* __restrict__ go, const float* __restrict__ in,
+    const GradRows<float, int32_t>& dst, int D, float* __restrict__ v) {
+  switch (D) {
+    case 8: return group_backward_v_avx2<1, Whole>(taps, mask, P, go, in, dst, D, v);
+    case 16: return group_backward_v_avx2<2, Whole>(taps, mask, P, go, in, dst, D, v);
+    case 24: return group_backward_v_avx2<3, Whole>(taps, mask, P, go, in, dst, D, v);
+    case 32: return group_backward_v_avx2<4, Whole>(taps, mask, P, go, in, dst, D, v);
+    default: return group_backward_v_avx2<0, Whole>(taps, mask, P, go, in, dst, D, v);
+  }
 }
 
 }  // namespace
@@ -339,13 +357,8 @@ DCNV3_TARGET_AVX2 int group_backward_avx2(
     const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
     const float* __restrict__ go, const float* __restrict__ in,
     const GradRows<float, int32_t>& dst, int D, float* __restrict__ v) {
-  switch (D) {
-    case 8: return group_backward_v_avx2<1>(taps, mask, P, go, in, dst, D, v);
-    case 16: return group_backward_v_avx2<2>(taps, mask, P, go, in, dst, D, v);
-    case 24: return group_backward_v_avx2<3>(taps, mask, P, go, in, dst, D, v);
-    case 32: return group_backward_v_avx2<4>(taps, mask, P, go, in, dst, D, v);
-    default: return group_backward_v_avx2<0>(taps, mask, P, go, in, dst, D, v);
-  }
+  return dst.whole ? group_backward_w_avx2<true>(taps, mask, P, go, in, dst, D, v)
+                   : group_backward_w_avx2<false>(taps, mask, P, go, in, dst, D, v);
 }
 
 DCNV3_TARGET_AVX2 void point_gradients_avx2(
