@@ -581,7 +581,8 @@ def test_autograd_keeps_the_softmax_weights_for_the_cpu_backward(dtype):
     if keeps:
         _, weights = ops.dcnv3_forward_keep_weights(x, off, logits, *params)
         softmax = logits.unflatten(-1, (case.group, case.points)).softmax(-1).flatten(-2)
-        torch.testing.assert_close(weights, softmax, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-14)
+        atol = 1e-6 if dtype == torch.float32 else 1e-14
+        torch.testing.assert_close(weights, softmax, rtol=0, atol=atol)
 
 
 def test_keep_weights_pair_opcheck_and_errors():

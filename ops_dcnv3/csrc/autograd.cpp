@@ -93,18 +93,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> call_backward_from_weights(
                  p.im2col_step, p.remove_center);
 }
 
+// Whether autograd records a call on these tensors (as Function::apply
+// decides): grad mode is on and one of them needs a gradient.
+bool records_gradient(const at::Tensor& input, const at::Tensor& offset,
+                      const at::Tensor& mask) {
+  return at::GradMode::is_enabled() &&
+         (input.requires_grad() || offset.requires_grad() || mask.requires_grad());
+}
+
 // Whether a forward that autograd records keeps the softmax weights for its
 // backward (dcnv3_forward_keep_weights, then dcnv3_backward_from_weights)
 // instead of the logits, whose softmax the backward would compute again
-// (~10% of its time at InternImage-T's stages): for the fused softmax, where
-// a gradient is to be taken, on the CPU kernel in float32 and float64 (the
-// pair's dtypes). Everywhere else, and in inference, the plain forward runs.
+// (13% of the CPU backward's samples at InternImage-T's stage 1, perf): for
+// the fused softmax, on the CPU kernel in float32 and float64 (the pair's
+// dtypes). Everywhere else, and in inference, the plain forward runs.
 bool keeps_weights(const at::Tensor& input, const at::Tensor& offset,
                    const at::Tensor& mask, const Params& p) {
   const auto type = input.scalar_type();
   return p.mask_softmax && input.is_cpu() && (type == at::kFloat || type == at::kDouble) &&
-         at::GradMode::is_enabled() &&
-         (input.requires_grad() || offset.requires_grad() || mask.requires_grad());
+         records_gradient(input, offset, mask);
 }
 
 class DCNv3Autograd : public torch::autograd::Function<DCNv3Autograd> {
@@ -225,8 +232,7 @@ std::tuple<at::Tensor, at::Tensor> dcnv3_forward_keep_weights_autograd(
     int64_t group, int64_t group_channels, double offset_scale,
     int64_t im2col_step, bool remove_center) {
   TORCH_CHECK_NOT_IMPLEMENTED(
-      !(at::GradMode::is_enabled() &&
-        (input.requires_grad() || offset.requires_grad() || mask.requires_grad())),
+      !records_gradient(input, offset, mask),
       "DCNv3: ops_dcnv3::dcnv3_forward_keep_weights has no autograd of its own; "
       "call ops_dcnv3.dcnv3 (or torch.ops.ops_dcnv3.dcnv3_forward) with "
       "mask_softmax=True, whose autograd runs it");

@@ -626,15 +626,20 @@ struct FarRows {
   const opmath_t* written(int y) const { return rows[y] ? rows[y]->get() : nullptr; }
 };
 
-// With `softmax`, the gradients of the mask are those of logits through
-// the softmax; with `logits` too, the mask holds those logits, else (from
-// dcnv3_backward_from_weights) it holds their softmax weights already.
+// What the backward's mask holds, and so which gradient it returns for it.
+enum class BackwardMask {
+  kWeights,         // the weights as given (mask_softmax=False): theirs
+  kLogits,          // logits (mask_softmax=True): the logits', through the softmax
+  kSoftmaxWeights,  // the logits' softmax (dcnv3_backward_from_weights): the logits'
+};
+
 template <typename scalar_t, typename index_t>
-void backward_kernel(const Geometry& g, bool softmax, bool logits, const scalar_t* grad_out,
+void backward_kernel(const Geometry& g, BackwardMask held, const scalar_t* grad_out,
                      const scalar_t* input, const scalar_t* offset,
                      const scalar_t* mask, at::opmath_type<scalar_t>* grad_input,
                      scalar_t* grad_offset, scalar_t* grad_mask) {
   using opmath_t = at::opmath_type<scalar_t>;
+  const bool softmax = held != BackwardMask::kWeights;  // gradients through it
   const int D = g.group_channels, C = g.channels, P = g.points;
   const int64_t row_len = int64_t(g.width) * C;
   const int64_t image = g.height * row_len;
@@ -674,7 +679,8 @@ void backward_kernel(const Geometry& g, bool softmax, bool logits, const scalar_
       0, tasks, grain_for(work / bands.count),
       [&](int64_t begin, int64_t end) {
         Scratch<opmath_t, index_t> s(g);
-        PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask, softmax && logits);
+        PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask,
+                                                             held == BackwardMask::kLogits);
         std::vector<opmath_t> go_buffer(D);
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / bands.count;
@@ -877,15 +883,14 @@ std::tuple<at::Tensor, at::Tensor> dcnv3_forward_keep_weights_cpu(
   return {c.output, weights};
 }
 
-// dcnv3_backward, and with logits = false dcnv3_backward_from_weights (the
-// mask then holds softmax weights; softmax is true).
+// dcnv3_backward and dcnv3_backward_from_weights, by what the mask holds.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input,
     const at::Tensor& offset, const at::Tensor& mask, int64_t kernel_h,
     int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
     int64_t pad_w, int64_t dilation_h, int64_t dilation_w, int64_t group,
     int64_t group_channels, double offset_scale, bool remove_center,
-    bool softmax, bool logits) {
+    cpu::BackwardMask held) {
   BackwardCall c = prepare_backward(
       at::kCPU, grad_output, input, offset, mask, kernel_h, kernel_w,
       stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
@@ -898,7 +903,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
         c.grad_output.to(at::kFloat), c.input.to(at::kFloat), c.offset.to(at::kFloat),
         c.mask.to(at::kFloat), kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
         dilation_h, dilation_w, group, group_channels, offset_scale, remove_center,
-        softmax, logits);
+        held);
     return {std::get<0>(grads).to(type), std::get<1>(grads).to(type),
             std::get<2>(grads).to(type)};
   } else {
@@ -907,7 +912,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
         [&] {
           cpu::with_index_type(c.g, [&](auto index) {
             cpu::backward_kernel<scalar_t, decltype(index)>(
-                c.g, softmax, logits, c.grad_output.const_data_ptr<scalar_t>(),
+                c.g, held, c.grad_output.const_data_ptr<scalar_t>(),
                 c.input.const_data_ptr<scalar_t>(),
                 c.offset.const_data_ptr<scalar_t>(),
                 c.mask.const_data_ptr<scalar_t>(),
@@ -929,8 +934,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_cpu(
     bool remove_center, bool mask_softmax) {
   return backward_cpu(grad_output, input, offset, mask, kernel_h, kernel_w, stride_h,
                       stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
-                      group_channels, offset_scale, remove_center, mask_softmax,
-                      mask_softmax);
+                      group_channels, offset_scale, remove_center,
+                      mask_softmax ? cpu::BackwardMask::kLogits : cpu::BackwardMask::kWeights);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_from_weights_cpu(
@@ -943,8 +948,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dcnv3_backward_from_weights_cpu(
   check_weights_dtype(input, "dcnv3_backward_from_weights");
   return backward_cpu(grad_output, input, offset, mask_weights, kernel_h, kernel_w,
                       stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group,
-                      group_channels, offset_scale, remove_center, /*softmax=*/true,
-                      /*logits=*/false);
+                      group_channels, offset_scale, remove_center,
+                      cpu::BackwardMask::kSoftmaxWeights);
 }
 
 }  // namespace
