@@ -256,44 +256,50 @@ void gather(const Geometry& g, opmath_t cx, opmath_t cy,
   }
 }
 
-// Step 3 of the forward, portable: out[0:D] = the sum over the taps inside
-// the image of weight (already times the mask weight) * the neighbour's
-// channels, in blocks of B channels kept in registers across all taps (a
-// fixed-size loop the compiler vectorises), in two running sums, one per
-// row of neighbours (k = 0, 1 and k = 2, 3), added last: half the length of
-// the chain of dependent additions, and the order of weighted_sum_avx2.
+// Step 3 of the forward, portable, for `groups` groups of a pixel as
+// weighted_sum_avx2 (dcnv3_cpu.h) takes them: out[0:D] = the sum over the
+// taps inside the image of weight (already times the mask weight) * the
+// neighbour's channels, in blocks of B channels kept in registers across
+// all taps (a fixed-size loop the compiler vectorises), in two running
+// sums, one per row of neighbours (k = 0, 1 and k = 2, 3), added last: half
+// the length of the chain of dependent additions, and the order of
+// weighted_sum_avx2.
 template <int B, typename scalar_t, typename opmath_t, typename index_t>
 __attribute__((noinline)) void weighted_sum(
-    const Taps<opmath_t, index_t>& taps, int P, const scalar_t* __restrict__ in,
-    int D, scalar_t* __restrict__ out) {
-  const index_t* __restrict__ index = taps.index;
-  const opmath_t* __restrict__ weight = taps.weight;
-  const int S = taps.stride;
-  int d0 = 0;
-  for (; d0 + B <= D; d0 += B) {
-    opmath_t acc[2][B] = {};
-    for (int p = 0; p < P; ++p) {
-      for (int k = 0; k < 4; ++k) {
-        const int t = k * S + p;
-        if (index[t] < 0) continue;
-        const opmath_t a = weight[t];
-        const scalar_t* v = in + index[t] + d0;
-        opmath_t* row = acc[k >> 1];
-        for (int d = 0; d < B; ++d) row[d] += a * static_cast<opmath_t>(v[d]);
+    const Taps<opmath_t, index_t>& all, int groups, int P, const scalar_t* in_all,
+    int D, scalar_t* out_all) {
+  const int S = all.stride;
+  for (int grp = 0; grp < groups; ++grp) {
+    const index_t* __restrict__ index = all.index + grp * P;
+    const opmath_t* __restrict__ weight = all.weight + grp * P;
+    const scalar_t* __restrict__ in = in_all + grp * D;
+    scalar_t* __restrict__ out = out_all + grp * D;
+    int d0 = 0;
+    for (; d0 + B <= D; d0 += B) {
+      opmath_t acc[2][B] = {};
+      for (int p = 0; p < P; ++p) {
+        for (int k = 0; k < 4; ++k) {
+          const int t = k * S + p;
+          if (index[t] < 0) continue;
+          const opmath_t a = weight[t];
+          const scalar_t* v = in + index[t] + d0;
+          opmath_t* row = acc[k >> 1];
+          for (int d = 0; d < B; ++d) row[d] += a * static_cast<opmath_t>(v[d]);
+        }
       }
+      for (int d = 0; d < B; ++d) out[d0 + d] = static_cast<scalar_t>(acc[0][d] + acc[1][d]);
     }
-    for (int d = 0; d < B; ++d) out[d0 + d] = static_cast<scalar_t>(acc[0][d] + acc[1][d]);
-  }
-  for (; d0 < D; ++d0) {
-    opmath_t acc[2] = {};
-    for (int p = 0; p < P; ++p) {
-      for (int k = 0; k < 4; ++k) {
-        const int t = k * S + p;
-        if (index[t] < 0) continue;
-        acc[k >> 1] += weight[t] * static_cast<opmath_t>(in[index[t] + d0]);
+    for (; d0 < D; ++d0) {
+      opmath_t acc[2] = {};
+      for (int p = 0; p < P; ++p) {
+        for (int k = 0; k < 4; ++k) {
+          const int t = k * S + p;
+          if (index[t] < 0) continue;
+          acc[k >> 1] += weight[t] * static_cast<opmath_t>(in[index[t] + d0]);
+        }
       }
+      out[d0] = static_cast<scalar_t>(acc[0] + acc[1]);
     }
-    out[d0] = static_cast<scalar_t>(acc[0] + acc[1]);
   }
 }
 
@@ -301,48 +307,55 @@ __attribute__((noinline)) void weighted_sum(
 // (dcnv3_cpu.h), which says what it computes.
 template <typename scalar_t, typename opmath_t, typename index_t>
 __attribute__((noinline)) int group_backward(
-    const Taps<opmath_t, index_t>& taps, const opmath_t* __restrict__ mask,
-    int P, const opmath_t* __restrict__ go, const scalar_t* __restrict__ in,
-    const GradRows<opmath_t, index_t>& dst, int D, opmath_t* __restrict__ v) {
-  const index_t* __restrict__ index = taps.index;
-  const opmath_t* __restrict__ weight = taps.weight;
-  const int S = taps.stride;
+    const Taps<opmath_t, index_t>& all, const opmath_t* mask_all, int groups, int P,
+    const opmath_t* go_all, const scalar_t* in_all, const GradRows<opmath_t, index_t>& rows,
+    int D, opmath_t* v_all) {
+  const int S = all.stride;
   int n_far = 0;
-  for (int t4 = 0; t4 < 4 * P; ++t4) {  // point t4 / 4, neighbour t4 % 4
-    const int p = t4 / 4, t = (t4 % 4) * S + p;
-    opmath_t part[kLanes] = {};
-    const index_t at = index[t];
-    if (at >= 0) {
-      const scalar_t* __restrict__ x = in + at;
-      opmath_t* __restrict__ const y = dst.at(at);
-      if (y) {  // the scatter and the dot product in one sweep
-        const opmath_t a = weight[t] * mask[p];
-        int d0 = 0;
-        for (; d0 + kLanes <= D; d0 += kLanes) {
-          for (int d = 0; d < kLanes; ++d) {
-            const opmath_t g8 = go[d0 + d];
-            y[d0 + d] += a * g8;
-            part[d] += g8 * static_cast<opmath_t>(x[d0 + d]);
+  for (int grp = 0; grp < groups; ++grp) {
+    const index_t* __restrict__ index = all.index + grp * P;
+    const opmath_t* __restrict__ weight = all.weight + grp * P;
+    const opmath_t* __restrict__ mask = mask_all + grp * P;
+    const opmath_t* __restrict__ go = go_all + grp * D;
+    const scalar_t* __restrict__ in = in_all + grp * D;
+    opmath_t* __restrict__ v = v_all + 4 * grp * P;
+    const GradRows<opmath_t, index_t> dst = rows.shifted(grp * D);
+    for (int t4 = 0; t4 < 4 * P; ++t4) {  // point t4 / 4, neighbour t4 % 4
+      const int p = t4 / 4, t = (t4 % 4) * S + p;
+      opmath_t part[kLanes] = {};
+      const index_t at = index[t];
+      if (at >= 0) {
+        const scalar_t* __restrict__ x = in + at;
+        opmath_t* __restrict__ const y = dst.at(at);
+        if (y) {  // the scatter and the dot product in one sweep
+          const opmath_t a = weight[t] * mask[p];
+          int d0 = 0;
+          for (; d0 + kLanes <= D; d0 += kLanes) {
+            for (int d = 0; d < kLanes; ++d) {
+              const opmath_t g8 = go[d0 + d];
+              y[d0 + d] += a * g8;
+              part[d] += g8 * static_cast<opmath_t>(x[d0 + d]);
+            }
           }
-        }
-        for (int d = 0; d0 + d < D; ++d) {
-          y[d0 + d] += a * go[d0 + d];
-          part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
-        }
-      } else {
-        ++n_far;
-        int d0 = 0;
-        for (; d0 + kLanes <= D; d0 += kLanes) {
-          for (int d = 0; d < kLanes; ++d) {
+          for (int d = 0; d0 + d < D; ++d) {
+            y[d0 + d] += a * go[d0 + d];
+            part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
+          }
+        } else {
+          ++n_far;
+          int d0 = 0;
+          for (; d0 + kLanes <= D; d0 += kLanes) {
+            for (int d = 0; d < kLanes; ++d) {
+              part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
+            }
+          }
+          for (int d = 0; d0 + d < D; ++d) {
             part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
           }
         }
-        for (int d = 0; d0 + d < D; ++d) {
-          part[d] += go[d0 + d] * static_cast<opmath_t>(x[d0 + d]);
-        }
       }
+      v[t4] = lane_tree(part);
     }
-    v[t4] = lane_tree(part);
   }
   return n_far;
 }
@@ -425,15 +438,15 @@ class PixelMasks {
 };
 
 template <int B, typename scalar_t, typename opmath_t, typename index_t>
-void weighted_sum_on(Isa isa, const Taps<opmath_t, index_t>& taps, int P,
+void weighted_sum_on(Isa isa, const Taps<opmath_t, index_t>& taps, int groups, int P,
                      const scalar_t* in, int D, scalar_t* out) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
-    if (isa == Isa::kAvx512) return weighted_sum_avx512(taps, P, in, D, out);
-    if (isa == Isa::kAvx2) return weighted_sum_avx2(taps, P, in, D, out);
+    if (isa == Isa::kAvx512) return weighted_sum_avx512(taps, groups, P, in, D, out);
+    if (isa == Isa::kAvx2) return weighted_sum_avx2(taps, groups, P, in, D, out);
   }
 #endif
-  weighted_sum<B>(taps, P, in, D, out);
+  weighted_sum<B>(taps, groups, P, in, D, out);
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
@@ -465,17 +478,17 @@ void mask_gradients_on(Isa isa, const opmath_t* w, const opmath_t* grad_w, int P
 
 template <typename scalar_t, typename opmath_t, typename index_t>
 int group_backward_on(Isa isa, const Taps<opmath_t, index_t>& taps,
-                      const opmath_t* mask, int P, const opmath_t* go,
+                      const opmath_t* mask, int groups, int P, const opmath_t* go,
                       const scalar_t* in, const GradRows<opmath_t, index_t>& dst,
                       int D, opmath_t* v) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
     if (isa != Isa::kBaseline) {
-      return group_backward_avx2(taps, mask, P, go, in, dst, D, v);
+      return group_backward_avx2(taps, mask, groups, P, go, in, dst, D, v);
     }
   }
 #endif
-  return group_backward(taps, mask, P, go, in, dst, D, v);
+  return group_backward(taps, mask, groups, P, go, in, dst, D, v);
 }
 
 // With `weights` (not null), each pixel's mask weights also go there, as
@@ -507,11 +520,8 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
           }
           gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                       false, masks);
-          for (int grp = 0; grp < g.group; ++grp) {
-            weighted_sum_on<B>(isa, s.taps.at(grp * P), P,
-                               input + n * image + grp * D,
-                               D, output + q * C + grp * D);
-          }
+          weighted_sum_on<B>(isa, s.taps, g.group, P, input + n * image, D,
+                             output + q * C);
         }
       });
 }
@@ -681,7 +691,7 @@ void backward_kernel(const Geometry& g, BackwardMask held, const scalar_t* grad_
         Scratch<opmath_t, index_t> s(g);
         PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask,
                                                              held == BackwardMask::kLogits);
-        std::vector<opmath_t> go_buffer(D);
+        std::vector<opmath_t> go_buffer(C);
         for (int64_t task = begin; task < end; ++task) {
           const int64_t n = task / bands.count;
           const int band = static_cast<int>(task % bands.count);
@@ -703,33 +713,32 @@ void backward_kernel(const Geometry& g, BackwardMask held, const scalar_t* grad_
                   pixel_masks.of(q, q + std::min(g.w_out, j0 + kStrip) - j);
               gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
                           true, static_cast<const opmath_t*>(nullptr));
-              for (int grp = 0; grp < g.group; ++grp) {
-                const scalar_t* go_q = grad_out + q * C + grp * D;
-                const opmath_t* go;
-                if constexpr (std::is_same<scalar_t, opmath_t>::value) {
-                  go = go_q;
-                } else {
-                  for (int d = 0; d < D; ++d) go_buffer[d] = static_cast<opmath_t>(go_q[d]);
-                  go = go_buffer.data();
-                }
-                const int at = grp * P;
-                const opmath_t* m = masks + at;
-                const Taps<opmath_t, index_t> taps = s.taps.at(at);
-                opmath_t* const v = s.dots.data() + 4 * at;
-                const GradRows<opmath_t, index_t> dst = rows.shifted(grp * D);
-                const int n_far = group_backward_on(
-                    isa, taps, m, P, go, input + n * image + grp * D, dst, D, v);
-                // The taps beyond the window, in the order group_backward
-                // visits them.
-                for (int t4 = 0, left = n_far; left > 0; ++t4) {
+              const scalar_t* go_q = grad_out + q * C;
+              const opmath_t* go;
+              if constexpr (std::is_same<scalar_t, opmath_t>::value) {
+                go = go_q;
+              } else {
+                for (int d = 0; d < C; ++d) go_buffer[d] = static_cast<opmath_t>(go_q[d]);
+                go = go_buffer.data();
+              }
+              const int n_far = group_backward_on(isa, s.taps, masks, g.group, P, go,
+                                                  input + n * image, rows, D, s.dots.data());
+              // The taps beyond the window, in the order group_backward
+              // visits them (the order matters only within a group: groups
+              // have channels of their own).
+              for (int grp = 0, left = n_far; left > 0; ++grp) {
+                const Taps<opmath_t, index_t> taps = s.taps.at(grp * P);
+                const opmath_t* const m = masks + grp * P;
+                const opmath_t* const go_g = go + grp * D;
+                for (int t4 = 0; t4 < 4 * P && left > 0; ++t4) {
                   const int p = t4 / 4, t = (t4 % 4) * taps.stride + p;
                   const index_t where = taps.index[t];
-                  if (where < 0 || dst.at(where)) continue;
+                  if (where < 0 || rows.at(where)) continue;
                   --left;
                   const int y = static_cast<int>(where / row_len);
                   opmath_t* const out = far[task].row(y) + (where - y * row_len) + grp * D;
                   const opmath_t a = taps.weight[t] * m[p];
-                  for (int d = 0; d < D; ++d) out[d] += a * go[d];
+                  for (int d = 0; d < D; ++d) out[d] += a * go_g[d];
                 }
               }
               // Step 4 for all groups of the pixel at once (whole vectors

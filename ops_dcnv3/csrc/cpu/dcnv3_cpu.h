@@ -147,11 +147,15 @@ void gather_avx2(const Geometry& g, float cx, float cy, const float* grid_x,
                  const Taps<float, int32_t>& taps, bool derivatives,
                  const float* mask);
 
-// out[0:D] = the sum over the taps (p, k) inside the image of weight *
-// in[index + d] (weights already multiplied by the mask), in two running
-// sums, one per row of neighbours (k = 0, 1 and k = 2, 3), each in point
-// order, added last; D a multiple of 8.
-void weighted_sum_avx2(const Taps<float, int32_t>& taps, int P,
+// For each of `groups` groups of one pixel, one after the other (group
+// grp's taps start at point grp * P, its channels at grp * D of `in` and
+// `out`): out[0:D] = the sum over the taps (p, k) inside the image of
+// weight * in[index + d] (weights already multiplied by the mask), in two
+// running sums, one per row of neighbours (k = 0, 1 and k = 2, 3), each in
+// point order, added last; D a multiple of 8. (One call a pixel rather than
+// a group: at InternImage-T's 16 channels a group the call's own cost was
+// 6-10% of the sums and the gather.)
+void weighted_sum_avx2(const Taps<float, int32_t>& taps, int groups, int P,
                        const float* in, int D, float* out);
 
 // Where one task of the backward (a band of rows of an image, see
@@ -178,21 +182,24 @@ struct GradRows {
   GradRows shifted(int channels) const { return {window + channels, begin, len, whole}; }
 };
 
-// The backward of one (pixel, group): for each tap (p, k) inside the image,
-// v[4 * p + k] = sum_d go[d] * in[index + d] over the D channels (0 for taps
-// outside; point-major, the four of a point stored at once), and, where
-// dst.at(index) is not null, dst.at(index)[d] += a * go[d] with a = weight
-// * mask[p]. Returns the number of taps inside the image whose dst.at is
-// null, which the caller scatters itself. D a multiple of 8.
+// The backward of `groups` groups of one pixel, one after the other (group
+// grp: taps and mask from point grp * P on, go, in and dst's channels from
+// grp * D on, v from 4 * grp * P on). For each tap (p, k) of a group inside
+// the image, v[4 * p + k] = sum_d go[d] * in[index + d] over the D channels
+// (0 for taps outside; point-major, the four of a point stored at once),
+// and, where dst.at(index) is not null, dst.at(index)[d] += a * go[d] with
+// a = weight * mask[p]. Returns the number of taps inside the image whose
+// dst.at is null, over all the groups, which the caller scatters itself.
+// D a multiple of 8.
 int group_backward_avx2(const Taps<float, int32_t>& taps, const float* mask,
-                        int P, const float* go, const float* in,
+                        int groups, int P, const float* go, const float* in,
                         const GradRows<float, int32_t>& dst, int D, float* v);
 
 // AVX-512 (dcnv3_cpu_avx512.cpp), where the CPU has AVX-512F:
 // weighted_sum_avx2 with 16 channels a vector (a last 8 by weighted_sum_avx2),
 // lane for lane the same operations in the same order: the same bits.
 bool cpu_has_avx512();
-void weighted_sum_avx512(const Taps<float, int32_t>& taps, int P,
+void weighted_sum_avx512(const Taps<float, int32_t>& taps, int groups, int P,
                          const float* in, int D, float* out);
 // And softmax_avx2's exponentials: work[8 * p + l] = exp(work[8 * p + l] -
 // top[l]) for the P points of its 8 lanes, two points a vector, lane for

@@ -230,43 +230,47 @@ DCNV3_TARGET_AVX2 void gather_avx2(const Geometry& g, float cx, float cy,
   }
 }
 
-DCNV3_TARGET_AVX2 void weighted_sum_avx2(const Taps<float, int32_t>& taps,
-                                         int P, const float* __restrict__ in,
-                                         int D, float* __restrict__ out) {
-  const int32_t* __restrict__ index = taps.index;
-  const float* __restrict__ weight = taps.weight;
-  const int S = taps.stride;
-  int d0 = 0;
-  for (; d0 + 16 <= D; d0 += 16) {
-    // [row][half]: two rows of neighbours, two halves of 8 channels.
-    __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
-                        {_mm256_setzero_ps(), _mm256_setzero_ps()}};
-    for (int p = 0; p < P; ++p) {
-      for (int k = 0; k < 4; ++k) {
-        const int t = k * S + p;
-        if (index[t] < 0) continue;
-        const __m256 w = _mm256_broadcast_ss(weight + t);
-        const float* v = in + index[t] + d0;
-        __m256* a = acc[k >> 1];
-        a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(w, _mm256_loadu_ps(v)));
-        a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(w, _mm256_loadu_ps(v + 8)));
+DCNV3_TARGET_AVX2 void weighted_sum_avx2(const Taps<float, int32_t>& all, int groups,
+                                         int P, const float* in_all, int D,
+                                         float* out_all) {
+  const int S = all.stride;
+  for (int grp = 0; grp < groups; ++grp) {
+    const int32_t* __restrict__ index = all.index + grp * P;
+    const float* __restrict__ weight = all.weight + grp * P;
+    const float* __restrict__ in = in_all + grp * D;
+    float* __restrict__ out = out_all + grp * D;
+    int d0 = 0;
+    for (; d0 + 16 <= D; d0 += 16) {
+      // [row][half]: two rows of neighbours, two halves of 8 channels.
+      __m256 acc[2][2] = {{_mm256_setzero_ps(), _mm256_setzero_ps()},
+                          {_mm256_setzero_ps(), _mm256_setzero_ps()}};
+      for (int p = 0; p < P; ++p) {
+        for (int k = 0; k < 4; ++k) {
+          const int t = k * S + p;
+          if (index[t] < 0) continue;
+          const __m256 w = _mm256_broadcast_ss(weight + t);
+          const float* v = in + index[t] + d0;
+          __m256* a = acc[k >> 1];
+          a[0] = _mm256_add_ps(a[0], _mm256_mul_ps(w, _mm256_loadu_ps(v)));
+          a[1] = _mm256_add_ps(a[1], _mm256_mul_ps(w, _mm256_loadu_ps(v + 8)));
+        }
       }
+      _mm256_storeu_ps(out + d0, _mm256_add_ps(acc[0][0], acc[1][0]));
+      _mm256_storeu_ps(out + d0 + 8, _mm256_add_ps(acc[0][1], acc[1][1]));
     }
-    _mm256_storeu_ps(out + d0, _mm256_add_ps(acc[0][0], acc[1][0]));
-    _mm256_storeu_ps(out + d0 + 8, _mm256_add_ps(acc[0][1], acc[1][1]));
-  }
-  for (; d0 < D; d0 += 8) {
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int p = 0; p < P; ++p) {
-      for (int k = 0; k < 4; ++k) {
-        const int t = k * S + p;
-        if (index[t] < 0) continue;
-        const __m256 w = _mm256_broadcast_ss(weight + t);
-        acc[k >> 1] = _mm256_add_ps(acc[k >> 1],
-                                    _mm256_mul_ps(w, _mm256_loadu_ps(in + index[t] + d0)));
+    for (; d0 < D; d0 += 8) {
+      __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int p = 0; p < P; ++p) {
+        for (int k = 0; k < 4; ++k) {
+          const int t = k * S + p;
+          if (index[t] < 0) continue;
+          const __m256 w = _mm256_broadcast_ss(weight + t);
+          acc[k >> 1] = _mm256_add_ps(acc[k >> 1],
+                                      _mm256_mul_ps(w, _mm256_loadu_ps(in + index[t] + d0)));
+        }
       }
+      _mm256_storeu_ps(out + d0, _mm256_add_ps(acc[0], acc[1]));
     }
-    _mm256_storeu_ps(out + d0, _mm256_add_ps(acc[0], acc[1]));
   }
 }
 
@@ -310,9 +314,9 @@ DCNV3_TARGET_AVX2 __attribute__((always_inline)) inline __m256 tap_backward(
   return acc;
 }
 
-// group_backward_avx2 for groups of 8 * V channels, the V vectors of
-// grad_out in registers (V > 0), or of any multiple of 8 (V == 0). `dst` is
-// a copy of `rows` held here: the stores through the vector intrinsics may
+// group_backward_avx2 for groups of 8 * V channels, each group's V vectors
+// of grad_out in registers (V > 0), or of any multiple of 8 (V == 0). `dst`
+// is a copy of `rows` held here: the stores through the vector intrinsics may
 // alias anything, so GCC read a field of the caller's GradRows again after
 // every tap's scatter; and a tap's weight times its point's mask weight is
 // one vector multiply (the same operation in every lane) where it was a
@@ -321,52 +325,56 @@ DCNV3_TARGET_AVX2 __attribute__((always_inline)) inline __m256 tap_backward(
 // versions alternated, one thread), with the same bits.
 template <int V, bool Whole>
 DCNV3_TARGET_AVX2 int group_backward_v_avx2(
-    const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
-    const float* __restrict__ go, const float* __restrict__ in,
-    const GradRows<float, int32_t>& rows, int D, float* __restrict__ v) {
-  const int32_t* __restrict__ index = taps.index;
-  const float* __restrict__ weight = taps.weight;
+    const Taps<float, int32_t>& taps, const float* mask_all, int groups, int P,
+    const float* go_all, const float* in_all, const GradRows<float, int32_t>& rows, int D,
+    float* v_all) {
   const int S = taps.stride;
-  const GradRows<float, int32_t> dst = rows;
   int n_far = 0;
-  __m256 g[V > 0 ? V : 1];
-  for (int e = 0; e < V; ++e) g[e] = _mm256_loadu_ps(go + 8 * e);
-  for (int p = 0; p < P; ++p) {
-    const __m256 m = _mm256_broadcast_ss(mask + p);
-    const __m256 a0 = tap_backward<V, Whole>(index[p], weight + p, m, g, go, in, dst, D, n_far);
-    const __m256 a1 =
-        tap_backward<V, Whole>(index[S + p], weight + S + p, m, g, go, in, dst, D, n_far);
-    const __m256 a2 = tap_backward<V, Whole>(index[2 * S + p], weight + 2 * S + p, m, g, go,
-                                             in, dst, D, n_far);
-    const __m256 a3 = tap_backward<V, Whole>(index[3 * S + p], weight + 3 * S + p, m, g, go,
-                                             in, dst, D, n_far);
-    _mm_storeu_ps(v + 4 * p, tree_sums(a0, a1, a2, a3));
+  for (int grp = 0; grp < groups; ++grp) {
+    const int32_t* __restrict__ index = taps.index + grp * P;
+    const float* __restrict__ weight = taps.weight + grp * P;
+    const float* __restrict__ mask = mask_all + grp * P;
+    const float* __restrict__ go = go_all + grp * D;
+    const float* __restrict__ in = in_all + grp * D;
+    float* __restrict__ v = v_all + 4 * grp * P;
+    const GradRows<float, int32_t> dst = rows.shifted(grp * D);
+    __m256 g[V > 0 ? V : 1];
+    for (int e = 0; e < V; ++e) g[e] = _mm256_loadu_ps(go + 8 * e);
+    for (int p = 0; p < P; ++p) {
+      const __m256 m = _mm256_broadcast_ss(mask + p);
+      const __m256 a0 = tap_backward<V, Whole>(index[p], weight + p, m, g, go, in, dst, D, n_far);
+      const __m256 a1 =
+          tap_backward<V, Whole>(index[S + p], weight + S + p, m, g, go, in, dst, D, n_far);
+      const __m256 a2 = tap_backward<V, Whole>(index[2 * S + p], weight + 2 * S + p, m, g, go,
+                                               in, dst, D, n_far);
+      const __m256 a3 = tap_backward<V, Whole>(index[3 * S + p], weight + 3 * S + p, m, g, go,
+                                               in, dst, D, n_far);
+      _mm_storeu_ps(v + 4 * p, tree_sums(a0, a1, a2, a3));
+    }
   }
   return n_far;
 }
 
 template <bool Whole>
 DCNV3_TARGET_AVX2 int group_backward_w_avx2(
-    const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
-    const float* __restrict__ go, const float* __restrict__ in,
-    const GradRows<float, int32_t>& dst, int D, float* __restrict__ v) {
+    const Taps<float, int32_t>& taps, const float* mask, int groups, int P, const float* go,
+    const float* in, const GradRows<float, int32_t>& dst, int D, float* v) {
   switch (D) {
-    case 8: return group_backward_v_avx2<1, Whole>(taps, mask, P, go, in, dst, D, v);
-    case 16: return group_backward_v_avx2<2, Whole>(taps, mask, P, go, in, dst, D, v);
-    case 24: return group_backward_v_avx2<3, Whole>(taps, mask, P, go, in, dst, D, v);
-    case 32: return group_backward_v_avx2<4, Whole>(taps, mask, P, go, in, dst, D, v);
-    default: return group_backward_v_avx2<0, Whole>(taps, mask, P, go, in, dst, D, v);
+    case 8: return group_backward_v_avx2<1, Whole>(taps, mask, groups, P, go, in, dst, D, v);
+    case 16: return group_backward_v_avx2<2, Whole>(taps, mask, groups, P, go, in, dst, D, v);
+    case 24: return group_backward_v_avx2<3, Whole>(taps, mask, groups, P, go, in, dst, D, v);
+    case 32: return group_backward_v_avx2<4, Whole>(taps, mask, groups, P, go, in, dst, D, v);
+    default: return group_backward_v_avx2<0, Whole>(taps, mask, groups, P, go, in, dst, D, v);
   }
 }
 
 }  // namespace
 
 DCNV3_TARGET_AVX2 int group_backward_avx2(
-    const Taps<float, int32_t>& taps, const float* __restrict__ mask, int P,
-    const float* __restrict__ go, const float* __restrict__ in,
-    const GradRows<float, int32_t>& dst, int D, float* __restrict__ v) {
-  return dst.whole ? group_backward_w_avx2<true>(taps, mask, P, go, in, dst, D, v)
-                   : group_backward_w_avx2<false>(taps, mask, P, go, in, dst, D, v);
+    const Taps<float, int32_t>& taps, const float* mask, int groups, int P, const float* go,
+    const float* in, const GradRows<float, int32_t>& dst, int D, float* v) {
+  return dst.whole ? group_backward_w_avx2<true>(taps, mask, groups, P, go, in, dst, D, v)
+                   : group_backward_w_avx2<false>(taps, mask, groups, P, go, in, dst, D, v);
 }
 
 DCNV3_TARGET_AVX2 void point_gradients_avx2(

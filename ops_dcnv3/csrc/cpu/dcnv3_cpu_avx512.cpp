@@ -27,28 +27,32 @@ DCNV3_TARGET_AVX512 bool cpu_has_avx512() {
   return supported;
 }
 
-DCNV3_TARGET_AVX512 void weighted_sum_avx512(const Taps<float, int32_t>& taps,
-                                             int P, const float* __restrict__ in,
-                                             int D, float* __restrict__ out) {
-  const int32_t* __restrict__ index = taps.index;
-  const float* __restrict__ weight = taps.weight;
-  const int S = taps.stride;
-  int d0 = 0;
-  for (; d0 + 16 <= D; d0 += 16) {
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};  // per row of neighbours
-    for (int p = 0; p < P; ++p) {
-      for (int k = 0; k < 4; ++k) {
-        const int t = k * S + p;
-        if (index[t] < 0) continue;
-        const __m512 w = _mm512_set1_ps(weight[t]);
-        acc[k >> 1] = _mm512_add_ps(
-            acc[k >> 1], _mm512_mul_ps(w, _mm512_loadu_ps(in + index[t] + d0)));
+DCNV3_TARGET_AVX512 void weighted_sum_avx512(const Taps<float, int32_t>& all, int groups,
+                                             int P, const float* in_all, int D,
+                                             float* out_all) {
+  const int S = all.stride;
+  for (int grp = 0; grp < groups; ++grp) {
+    const int32_t* __restrict__ index = all.index + grp * P;
+    const float* __restrict__ weight = all.weight + grp * P;
+    const float* __restrict__ in = in_all + grp * D;
+    float* __restrict__ out = out_all + grp * D;
+    int d0 = 0;
+    for (; d0 + 16 <= D; d0 += 16) {
+      __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};  // per row of neighbours
+      for (int p = 0; p < P; ++p) {
+        for (int k = 0; k < 4; ++k) {
+          const int t = k * S + p;
+          if (index[t] < 0) continue;
+          const __m512 w = _mm512_set1_ps(weight[t]);
+          acc[k >> 1] = _mm512_add_ps(
+              acc[k >> 1], _mm512_mul_ps(w, _mm512_loadu_ps(in + index[t] + d0)));
+        }
       }
+      _mm512_storeu_ps(out + d0, _mm512_add_ps(acc[0], acc[1]));
     }
-    _mm512_storeu_ps(out + d0, _mm512_add_ps(acc[0], acc[1]));
+    // The last 8 channels: the AVX2 sum, on them alone.
+    if (d0 < D) weighted_sum_avx2(all.at(grp * P), 1, P, in + d0, D - d0, out + d0);
   }
-  // The last 8 channels: the AVX2 sum, on them alone.
-  if (d0 < D) weighted_sum_avx2(taps, P, in + d0, D - d0, out + d0);
 }
 
 namespace {
