@@ -29,6 +29,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -44,23 +45,73 @@ namespace ops_dcnv3 {
 namespace cpu {
 namespace {
 
-// at::parallel_for's grain for items of a rough cost (a unit is ~0.07 ns
-// of this host's AVX2 forward): each thread gets at least ~4M units (~0.3
-// ms) under OMP_WAIT_POLICY=PASSIVE, so that small calls stay on one
-// thread. Waking a sleeping OpenMP thread costs ~60 us at best on a quiet
-// 2-core host, and on average several times that on a busy one: a forward
-// at InternImage-T's stage 3 (~2.7M units, ~0.2 ms) took longer on two
-// threads than on one. With OpenMP's default wait policy the threads spin a
+// Whether OpenMP's threads sleep between parallel regions.
+bool passive_waits() {
+  static const bool passive = [] {
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    return policy && (std::strcmp(policy, "PASSIVE") == 0 || std::strcmp(policy, "passive") == 0);
+  }();
+  return passive;
+}
+
+// at::parallel_for's grain (equal shares a thread: the backward's bands)
+// for items of a rough cost (a unit is ~0.07 ns of this host's AVX2
+// forward): each thread gets at least ~4M units (~0.3 ms) under
+// OMP_WAIT_POLICY=PASSIVE, so that small calls stay on one thread. Waking
+// a sleeping OpenMP thread costs ~60 us at best on a quiet 2-core host,
+// and on average several times that on a busy one: a forward at
+// InternImage-T's stage 3 (~2.7M units, ~0.2 ms) split in two equal shares
+// took longer than on one thread. With OpenMP's default wait policy the threads spin a
 // while after each parallel region and a fork costs a few microseconds:
 // there ~128K units suffice.
 int64_t grain_for(int64_t cost_per_item) {
-  static const int64_t min_work_per_thread = [] {
-    const char* policy = std::getenv("OMP_WAIT_POLICY");
-    const bool passive = policy && (std::strcmp(policy, "PASSIVE") == 0 ||
-                                    std::strcmp(policy, "passive") == 0);
-    return passive ? int64_t(1) << 22 : int64_t(1) << 17;
-  }();
+  const int64_t min_work_per_thread = passive_waits() ? int64_t(1) << 22 : int64_t(1) << 17;
   return std::max<int64_t>(1, min_work_per_thread / std::max<int64_t>(1, cost_per_item));
+}
+
+// parallel_dynamic's: the work of a call (grain_for's units) from which it
+// runs on several threads (~0.1 ms of the forward under PASSIVE waits), and
+// that of a chunk, at least (~10 us).
+int64_t min_parallel_work() { return passive_waits() ? int64_t(3) << 19 : int64_t(1) << 17; }
+constexpr int64_t kChunkWork = int64_t(1) << 17;
+constexpr int64_t kChunksPerThread = 32;
+
+// Runs a loop over n items of a rough cost each (grain_for's units) on the
+// threads, handing the items out in chunks to whichever thread asks next
+// (an atomic counter) instead of one equal share a thread, as
+// at::parallel_for does. make_worker() runs once on each thread that takes
+// part and returns the callable that runs items [begin, end) (it holds the
+// thread's scratch). Under OMP_WAIT_POLICY=PASSIVE the thread that OpenMP
+// wakes starts ~55 us after the caller on this project's host (a 2-thread
+// torch.sin of 40K floats took 80 us against 46 on one thread, 26 with
+// ACTIVE waits) and often later on a busy host: with equal shares the call
+// ends that much after the caller's share, with chunks the late thread
+// just takes fewer of them, so two threads pay off from about half the
+// work (kMinParallelWork, against grain_for's). Chunks are small enough to
+// balance (kChunkWork) but at least 1/kChunksPerThread of a thread's share,
+// so that a thread's chunks stay neighbours in memory on large images
+// (chunks of kChunkWork alone made the detection-sized forward 10% slower
+// than equal shares). Each item must have outputs of its own: then which
+// thread runs it cannot change the result.
+template <typename MakeWorker>
+void parallel_dynamic(int64_t n, int64_t cost_per_item, MakeWorker&& make_worker) {
+  const int64_t cost = std::max<int64_t>(1, cost_per_item);
+  const int64_t threads =
+      n * cost >= min_parallel_work() ? std::min<int64_t>(at::get_num_threads(), n) : 1;
+  if (threads <= 1 || at::in_parallel_region()) {
+    auto run = make_worker();
+    run(0, n);
+    return;
+  }
+  const int64_t chunk =
+      std::max<int64_t>({int64_t(1), kChunkWork / cost, n / (kChunksPerThread * threads)});
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    auto run = make_worker();
+    for (int64_t begin; (begin = next.fetch_add(chunk, std::memory_order_relaxed)) < n;) {
+      run(begin, std::min(n, begin + chunk));
+    }
+  });
 }
 
 // The instruction sets a call may use, each including the one before.
@@ -502,11 +553,10 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
   const int64_t pixels = g.batch * g.h_out * g.w_out;
   const int64_t image = static_cast<int64_t>(g.height) * g.width * C;
   const Isa isa = isa_for(g, kMayUseAvx2<scalar_t, index_t>);
-  at::parallel_for(
-      0, pixels, grain_for(int64_t(g.group) * P * (4 * D + 32)),
-      [&](int64_t begin, int64_t end) {
-        Scratch<opmath_t, index_t> s(g);
-        PixelMasks<scalar_t, opmath_t, index_t> pixel_masks(isa, g, mask, softmax);
+  parallel_dynamic(pixels, int64_t(g.group) * P * (4 * D + 32), [&] {
+    return [&, s = Scratch<opmath_t, index_t>(g),
+            pixel_masks = PixelMasks<scalar_t, opmath_t, index_t>(isa, g, mask, softmax)](
+               int64_t begin, int64_t end) mutable {
         for (int64_t q = begin; q < end; ++q) {
           const int64_t n = q / (int64_t(g.h_out) * g.w_out);
           const int i = static_cast<int>((q / g.w_out) % g.h_out);
@@ -523,7 +573,8 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
           weighted_sum_on<B>(isa, s.taps, g.group, P, input + n * image, D,
                              output + q * C);
         }
-      });
+    };
+  });
 }
 
 // The backward pass splits each image into bands of output rows, the same
