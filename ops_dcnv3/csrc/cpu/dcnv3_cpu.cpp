@@ -1,6 +1,8 @@
 // Copyright (c) InternImage-MM contributors. Licensed under the MIT License.
 //
-// DCNv3 on the CPU: multi-threaded with at::parallel_for, deterministic
+// DCNv3 on the CPU: multi-threaded with at::parallel_for (the forward's
+// pixels in chunks to whichever thread asks, see parallel_dynamic; the
+// backward in bands of rows, see backward_kernel), deterministic
 // (every output element is summed in one fixed order, whatever the thread
 // count), fp64 / fp32 / fp16 / bf16 with fp32-or-better accumulation, and
 // the mask softmax fused in (mask_softmax=True).
@@ -13,7 +15,8 @@
 //      of a pixel's groups, all in one run;
 //   3. forward: weighted_sum (or weighted_sum_avx2) of the taps inside the
 //      image; backward: group_backward (or group_backward_avx2), the scatter
-//      into grad_input and the dot products;
+//      into grad_input and the dot products; each called once a pixel for
+//      all its groups;
 //   4. backward: point_gradients (or point_gradients_avx2), the offset
 //      gradients and those of the mask weights from the dot products, for
 //      all of a pixel's groups in one run, then mask_gradients (or
