@@ -64,9 +64,9 @@ bool passive_waits() {
 // a sleeping OpenMP thread costs ~60 us at best on a quiet 2-core host,
 // and on average several times that on a busy one: a forward at
 // InternImage-T's stage 3 (~2.7M units, ~0.2 ms) split in two equal shares
-// took longer than on one thread. With OpenMP's default wait policy the threads spin a
-// while after each parallel region and a fork costs a few microseconds:
-// there ~128K units suffice.
+// took longer than on one thread. With OpenMP's default wait policy the
+// threads spin a while after each parallel region and a fork costs a few
+// microseconds: there ~128K units suffice.
 int64_t grain_for(int64_t cost_per_item) {
   const int64_t min_work_per_thread = passive_waits() ? int64_t(1) << 22 : int64_t(1) << 17;
   return std::max<int64_t>(1, min_work_per_thread / std::max<int64_t>(1, cost_per_item));
@@ -90,7 +90,7 @@ constexpr int64_t kChunksPerThread = 32;
 // ACTIVE waits) and often later on a busy host: with equal shares the call
 // ends that much after the caller's share, with chunks the late thread
 // just takes fewer of them, so two threads pay off from about half the
-// work (kMinParallelWork, against grain_for's). Chunks are small enough to
+// work (min_parallel_work, against grain_for's). Chunks are small enough to
 // balance (kChunkWork) but at least 1/kChunksPerThread of a thread's share,
 // so that a thread's chunks stay neighbours in memory on large images
 // (chunks of kChunkWork alone made the detection-sized forward 10% slower
