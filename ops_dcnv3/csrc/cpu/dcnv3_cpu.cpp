@@ -192,6 +192,11 @@ struct Scratch {
     }
     taps = {index.data(), weight.data(), lx.data(), ly.data(), stride};
   }
+  // `taps` points into this object's own vectors: a copy would write into
+  // the original's; a move keeps the buffers, and with them the pointers.
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  Scratch(Scratch&&) = default;
 };
 
 // Step 1: the P mask weights of one (pixel, group), in opmath_t: with
@@ -560,22 +565,22 @@ void forward_kernel(const Geometry& g, bool softmax, const scalar_t* input,
     return [&, s = Scratch<opmath_t, index_t>(g),
             pixel_masks = PixelMasks<scalar_t, opmath_t, index_t>(isa, g, mask, softmax)](
                int64_t begin, int64_t end) mutable {
-        for (int64_t q = begin; q < end; ++q) {
-          const int64_t n = q / (int64_t(g.h_out) * g.w_out);
-          const int i = static_cast<int>((q / g.w_out) % g.h_out);
-          const int j = static_cast<int>(q % g.w_out);
-          opmath_t cx, cy;
-          centre_location(g, i, j, cx, cy);
-          // Step 1 for all groups first (see PixelMasks).
-          const opmath_t* const masks = pixel_masks.of(q, end);
-          if (weights) {
-            std::memcpy(weights + q * g.group * P, masks, sizeof(opmath_t) * g.group * P);
-          }
-          gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
-                      false, masks);
-          weighted_sum_on<B>(isa, s.taps, g.group, P, input + n * image, D,
-                             output + q * C);
+      for (int64_t q = begin; q < end; ++q) {
+        const int64_t n = q / (int64_t(g.h_out) * g.w_out);
+        const int i = static_cast<int>((q / g.w_out) % g.h_out);
+        const int j = static_cast<int>(q % g.w_out);
+        opmath_t cx, cy;
+        centre_location(g, i, j, cx, cy);
+        // Step 1 for all groups first (see PixelMasks).
+        const opmath_t* const masks = pixel_masks.of(q, end);
+        if (weights) {
+          std::memcpy(weights + q * g.group * P, masks, sizeof(opmath_t) * g.group * P);
         }
+        gather_taps(isa, g, cx, cy, s, offset + 2 * q * g.group * P, g.group,
+                    false, masks);
+        weighted_sum_on<B>(isa, s.taps, g.group, P, input + n * image, D,
+                           output + q * C);
+      }
     };
   });
 }
