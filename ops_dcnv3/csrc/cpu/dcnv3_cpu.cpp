@@ -522,17 +522,20 @@ void point_gradients_on(Isa isa, const Taps<opmath_t, index_t>& taps,
   point_gradients(taps, v, w, n, scale, grad_w, grad_offset);
 }
 
+// For `groups` groups of P points, one after the other.
 template <typename scalar_t, typename opmath_t, typename index_t>
-void mask_gradients_on(Isa isa, const opmath_t* w, const opmath_t* grad_w, int P,
+void mask_gradients_on(Isa isa, const opmath_t* w, const opmath_t* grad_w, int groups, int P,
                        bool softmax, scalar_t* grad_mask) {
 #if DCNV3_HAVE_AVX2
   if constexpr (kMayUseAvx2<scalar_t, index_t>) {
     if (isa != Isa::kBaseline && softmax) {
-      return softmax_gradients_avx2(w, grad_w, P, grad_mask);
+      return softmax_gradients_avx2(w, grad_w, groups, P, grad_mask);
     }
   }
 #endif
-  mask_gradients(w, grad_w, P, softmax, grad_mask);
+  for (int grp = 0; grp < groups; ++grp) {
+    mask_gradients(w + grp * P, grad_w + grp * P, P, softmax, grad_mask + grp * P);
+  }
 }
 
 template <typename scalar_t, typename opmath_t, typename index_t>
@@ -806,11 +809,8 @@ void backward_kernel(const Geometry& g, BackwardMask held, const scalar_t* grad_
               opmath_t* const grad_w = s.grad_w.data();
               point_gradients_on<scalar_t>(isa, s.taps, s.dots.data(), masks, g.group * P,
                                            scale, grad_w, grad_offset + 2 * k0);
-              for (int grp = 0; grp < g.group; ++grp) {
-                mask_gradients_on<scalar_t, opmath_t, index_t>(
-                    isa, masks + grp * P, grad_w + grp * P, P, softmax,
-                    grad_mask + k0 + grp * P);
-              }
+              mask_gradients_on<scalar_t, opmath_t, index_t>(isa, masks, grad_w, g.group, P,
+                                                             softmax, grad_mask + k0);
             }
           }
         }

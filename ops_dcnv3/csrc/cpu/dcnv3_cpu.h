@@ -215,10 +215,11 @@ void softmax_exps_avx512(float* work, int P, const float* top);
 void point_gradients_avx2(const Taps<float, int32_t>& taps, const float* v,
                           const float* w, int n, float scale, float* grad_w,
                           float* grad_offset);
-// The gradients of one group's P mask logits (through the softmax) from
-// its weights w and grad_w, as the portable mask_gradients(softmax=true);
-// reads both up to padded_points(P).
-void softmax_gradients_avx2(const float* w, const float* grad_w, int P,
+// The gradients of the P mask logits (through the softmax) of each of
+// `groups` groups, one after the other, from their weights w and grad_w, as
+// the portable mask_gradients(softmax=true); reads a group's w and grad_w up
+// to padded_points(P) from its first point on.
+void softmax_gradients_avx2(const float* w, const float* grad_w, int groups, int P,
                             float* grad_mask);
 #endif
 
