@@ -26,8 +26,8 @@ DCNV3_TARGET_AVX2 inline __m256i or_outside(__m256 ok, __m256i at) {
 
 // Writes the first `count` lanes of v (none for count <= 0, all 8 from 8
 // on) to dst, with plain stores of 32, 16, 8 and 4 bytes. Not a masked
-// store: on this project's AMD host vmaskmovps took about half of
-// softmax_gradients_avx2's time at 9 points a group.
+// store: on an AVX2-only AMD EPYC (stop 26's host) vmaskmovps took about
+// half of softmax_gradients_avx2's perf samples at 9 points a group.
 DCNV3_TARGET_AVX2 inline void store_first(float* dst, __m256 v, int count) {
   if (count >= 8) {
     _mm256_storeu_ps(dst, v);
